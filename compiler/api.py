@@ -1,0 +1,311 @@
+"""The front door: trace a function, differentiate it, compile it, run it.
+
+    g = C.trace(f, O.spec((3, 2)), O.spec((4, 3)))
+    vg = C.value_and_grad(f, argnums=(0,), backend="reference")
+    loss, (dw,) = vg(w, x)
+
+`C.compile` runs the pipeline once for given input specs and returns a `Program`;
+`C.jit`, `C.grad` and `C.value_and_grad` compile on first call for each combination of
+input shapes and dtypes and reuse the Program afterwards. Called on traced tensors
+(inside another trace) they inline their graph instead, so `C.grad(C.grad(f))`-style
+compositions, such as a Hessian-vector product, work.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+import time
+
+import numpy as np
+
+from ops.tensor import Spec, Tensor
+
+from . import ir
+from .autodiff import grad_graph
+from .errors import ArgumentError, ChainruleError
+from .graphs import replay
+from .simplify import simplify
+
+
+# -- tracing ----------------------------------------------------------------------------------
+
+def _param_names(fn, count):
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return [f"arg{i}" for i in range(count)]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+    if count < len(required) or (count > len(positional) and not varargs):
+        expected = f"{len(required)}" if len(required) == len(positional) else f"{len(required)} to {len(positional)}"
+        names = ", ".join(p.name for p in positional)
+        raise ArgumentError(f"{_fn_name(fn)}() takes {expected} argument{'s' if len(positional) != 1 else ''} "
+                            f"({names}) but {count} {'was' if count == 1 else 'were'} given",
+                            source=ir.capture_source())
+    names = [p.name for p in positional[:count]]
+    return names + [f"arg{i}" for i in range(len(names), count)]
+
+
+def _fn_name(fn):
+    name = getattr(fn, "__name__", "f")
+    return name if name.isidentifier() else "f"
+
+
+def _def_source(fn):
+    code = getattr(fn, "__code__", None)
+    return ir.Source(code.co_filename, code.co_firstlineno) if code else None
+
+
+def _to_spec(arg):
+    if isinstance(arg, Spec):
+        return arg
+    if isinstance(arg, Tensor):
+        return arg.spec
+    array = _to_numpy(arg)
+    return Spec(array.shape, _default_dtype(array.dtype))
+
+
+def _default_dtype(dtype):
+    if dtype.kind == "f":
+        return "float64" if dtype.itemsize == 8 else "float32"
+    if dtype.kind in "iu":
+        return "int32" if dtype.itemsize == 4 and dtype.kind == "i" else "int64"
+    if dtype.kind == "b":
+        return "bool"
+    raise ArgumentError(f"arrays of dtype {dtype} are not supported", source=ir.capture_source())
+
+
+def _to_numpy(arg):
+    if hasattr(arg, "detach") and hasattr(arg, "numpy"):      # a torch tensor
+        return arg.detach().cpu().numpy()
+    return np.asarray(arg)
+
+
+def trace(fn, *specs, static=None):
+    """Trace fn on symbolic inputs described by `specs` (Spec, or arrays for their shape and
+    dtype); returns the forward Graph. `static` maps argument positions to Python values
+    baked into the graph."""
+    static = static or {}
+    total = len(specs) + len(static)
+    names = _param_names(fn, total)
+    t = ir.Trace()
+    args, inputs = [], []
+    spec_iter = iter(specs)
+    with ir.tracing(t):
+        for i in range(total):
+            if i in static:
+                args.append(static[i])
+                continue
+            s = _to_spec(next(spec_iter))
+            node = t.add("input", (), {"index": len(inputs), "kind": "data"}, s.shape, s.dtype, name=names[i],
+                         source=_def_source(fn), scope=(), role="forward")
+            inputs.append(node)
+            args.append(Tensor(node))
+        result = fn(*args)
+        outputs, returns_tuple = _flatten_outputs(fn, result, t)
+    graph = ir.Graph(inputs, t.nodes, outputs, name=_fn_name(fn))
+    graph.returns_tuple = returns_tuple
+    return graph
+
+
+def _flatten_outputs(fn, result, t):
+    items = list(result) if isinstance(result, (tuple, list)) else [result]
+    outputs = []
+    for item in items:
+        if isinstance(item, Tensor):
+            outputs.append(item.node)
+        elif isinstance(item, (numbers.Number, np.ndarray)):
+            from ops.primitive import constant
+
+            value = np.asarray(item)
+            outputs.append(constant(item if value.ndim else value.item(), _default_dtype(value.dtype)).node)
+        else:
+            raise ArgumentError(f"{_fn_name(fn)} must return a tensor or a tuple of tensors, got "
+                                f"{type(item).__name__}", source=_def_source(fn))
+    return outputs, isinstance(result, (tuple, list))
+
+
+# -- the compiled program ---------------------------------------------------------------------
+
+class Program:
+    """One compiled function for fixed input specs: its graphs at every stage, its executor,
+    and what the compile cost."""
+
+    def __init__(self, fn, specs, static=None, grad_argnums=None, backend=None, with_value=True):
+        from runtime.backends import executor_for, resolve
+
+        self.backend = resolve(backend)
+        self.grad_argnums = grad_argnums
+        self.compile_seconds = {}
+        start = time.perf_counter()
+        self.forward = trace(fn, *specs, static=static)
+        self._lap("trace", start)
+        if grad_argnums is not None:
+            positions = _positions(self.forward, static or {}, grad_argnums)
+            start = time.perf_counter()
+            self.joint = grad_graph(self.forward, positions, with_value=with_value)
+            self._lap("autodiff", start)
+        else:
+            self.joint = None
+        start = time.perf_counter()
+        self.graph = simplify(self.joint or self.forward)
+        self._lap("simplify", start)
+        start = time.perf_counter()
+        self.executor = executor_for(self.graph, self.backend)
+        self._lap("lower", start)
+        self.specs = [Spec(n.shape, n.dtype) for n in self.forward.inputs]
+
+    def _lap(self, name, start):
+        self.compile_seconds[name] = time.perf_counter() - start
+
+    def run(self, arrays):
+        """Run on NumPy arrays (one per traced input); returns the list of output arrays."""
+        for spec, array, node in zip(self.specs, arrays, self.forward.inputs):
+            if array.shape != spec.shape:
+                raise ArgumentError(f"argument {node.name} has shape {array.shape} but this program was compiled "
+                                    f"for {spec.shape}", source=ir.capture_source())
+        return self.executor([np.asarray(a).astype(s.dtype, copy=False) for a, s in zip(arrays, self.specs)])
+
+    def __call__(self, *args):
+        outputs = self.run([_to_numpy(a) for a in args])
+        if self.grad_argnums is None:
+            return tuple(outputs) if self.forward.returns_tuple else outputs[0]
+        value, grads = outputs[0], outputs[1:]
+        return value, (tuple(grads) if isinstance(self.grad_argnums, tuple) else grads[0])
+
+    def source(self):
+        """The code this program runs (for the reference backend: the graph as Python)."""
+        return self.executor.source()
+
+    def report(self):
+        return {"backend": self.backend,
+                "nodes": {"forward": self.forward.num_ops,
+                          "joint": self.joint.num_ops if self.joint else None,
+                          "simplified": self.graph.num_ops},
+                "compile_seconds": dict(self.compile_seconds)}
+
+    def dump(self, directory):
+        """Write the compile's artifacts: the traced, joint and simplified programs."""
+        import os
+
+        os.makedirs(directory, exist_ok=True)
+        stages = [("00_trace.py", self.forward), ("01_joint.py", self.joint), ("02_simplified.py", self.graph)]
+        written = []
+        for filename, graph in stages:
+            if graph is None:
+                continue
+            path = os.path.join(directory, filename)
+            _write_atomic(path, str(graph))
+            written.append(path)
+        return written
+
+
+def _write_atomic(path, text):
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _positions(graph, static, argnums):
+    """argnums count every positional argument; map them to traced inputs."""
+    argnums = (argnums,) if isinstance(argnums, numbers.Integral) else tuple(argnums)
+    total = len(graph.inputs) + len(static)
+    traced = [i for i in range(total) if i not in static]
+    positions = []
+    for a in argnums:
+        if not -total <= a < total:
+            raise ArgumentError(f"argnums {a} is out of range for {graph.name}, which takes {total} "
+                                "arguments", op="grad", source=ir.capture_source())
+        a %= total
+        if a in static:
+            raise ChainruleError(f"argument {a} is a Python number ({static[a]!r}), a constant of the graph: "
+                                 "pass an array to differentiate with respect to it", op="grad",
+                                 source=ir.capture_source())
+        positions.append(traced.index(a))
+    return tuple(positions)
+
+
+def compile(fn, *specs, grad_argnums=None, backend=None):
+    """Compile fn for inputs described by `specs`. With grad_argnums, the Program returns
+    (value, gradients)."""
+    return Program(fn, specs, grad_argnums=grad_argnums, backend=backend)
+
+
+# -- transformations with a cache per input signature -----------------------------------------
+
+class _Compiled:
+    """A function that compiles itself for each new signature of its arguments."""
+
+    def __init__(self, fn, backend, grad_argnums=None, with_value=True, kind="jit"):
+        self.fn = fn
+        self.backend = backend
+        self.grad_argnums = grad_argnums
+        self.with_value = with_value
+        self.kind = kind
+        self.cache = {}
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            raise ArgumentError(f"{self.kind}: pass the arguments of {_fn_name(self.fn)} by position "
+                                f"(got keywords {', '.join(kwargs)})", source=ir.capture_source())
+        if any(isinstance(a, Tensor) for a in args):
+            return self._inline(args)
+        static = {i: a for i, a in enumerate(args) if isinstance(a, (numbers.Number, str)) or a is None}
+        arrays = [_to_numpy(a) for i, a in enumerate(args) if i not in static]
+        key = (tuple((a.shape, a.dtype.str) for a in arrays), tuple(sorted((i, repr(v)) for i, v in static.items())))
+        program = self.cache.get(key)
+        if program is None:
+            specs = [Spec(a.shape, _default_dtype(a.dtype)) for a in arrays]
+            program = Program(self.fn, specs, static=static, grad_argnums=self.grad_argnums,
+                              backend=self.backend, with_value=self.with_value)
+            self.cache[key] = program
+        outputs = program.run(arrays)
+        if self.grad_argnums is None:
+            return tuple(outputs) if program.forward.returns_tuple else outputs[0]
+        grads = outputs[1:] if self.with_value else outputs
+        grads = tuple(grads) if isinstance(self.grad_argnums, tuple) else grads[0]
+        return (outputs[0], grads) if self.with_value else grads
+
+    def _inline(self, args):
+        """Inside another trace: build this function's graph and splice it in."""
+        static = {i: a for i, a in enumerate(args) if not isinstance(a, Tensor)}
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        graph = trace(self.fn, *[t.spec for t in tensors], static=static)
+        if self.grad_argnums is not None:
+            graph = grad_graph(graph, _positions(graph, static, self.grad_argnums), with_value=self.with_value)
+        env = replay(graph, tensors)
+        outputs = [env[o] for o in graph.outputs]
+        if self.grad_argnums is None:
+            return tuple(outputs) if graph.returns_tuple else outputs[0]
+        grads = outputs[1:] if self.with_value else outputs
+        grads = tuple(grads) if isinstance(self.grad_argnums, tuple) else grads[0]
+        return (outputs[0], grads) if self.with_value else grads
+
+
+def jit(fn, backend=None):
+    """fn compiled: takes and returns NumPy arrays."""
+    return _Compiled(fn, backend)
+
+
+def grad(fn, argnums=0, backend=None):
+    """The gradient of scalar-valued fn with respect to argument(s) argnums (an int gives one
+    gradient, a tuple gives a tuple)."""
+    return _Compiled(fn, backend, grad_argnums=argnums, with_value=False, kind="grad")
+
+
+def value_and_grad(fn, argnums=0, backend=None):
+    """(fn's value, its gradient(s)) from one compiled program."""
+    return _Compiled(fn, backend, grad_argnums=argnums, with_value=True, kind="value_and_grad")
+

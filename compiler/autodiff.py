@@ -1,0 +1,118 @@
+"""Reverse-mode autodiff as a graph transformation.
+
+From a forward graph and the inputs to differentiate, build one joint graph: the forward
+nodes, then for each forward node in reverse order the nodes of its vjp (from the table
+in `ops.primitives`). A value read by several nodes receives several cotangents, which
+are added: that sum is the chain rule's "sum over paths". The backward nodes are ordinary
+primitives, so the joint graph can be fused, lowered, and differentiated again.
+
+Inputs of the joint graph are named `primals_1, primals_2, ...`; a cotangent fed from
+outside (for a vector-Jacobian product) is `tangents_1`.
+"""
+from __future__ import annotations
+
+from ops import primitives as P
+from ops.dtypes import is_float
+from ops.primitive import REGISTRY, constant
+
+from . import ir
+from .errors import GradientError
+from .graphs import like, new_input, replay
+from .simplify import dce
+
+
+def active_nodes(graph, wrt, output):
+    """Nodes that depend on an input in `wrt` and that `output` depends on: only these need
+    a cotangent. Everything else is pruned before a single backward node is made."""
+    depends = set(wrt)
+    for node in graph.nodes:
+        if node not in depends and any(i in depends for i in node.inputs) and is_float(node.dtype) \
+                and REGISTRY[node.op].differentiable:
+            depends.add(node)
+    needed, stack = set(), [output]
+    while stack:
+        node = stack.pop()
+        if node in needed:
+            continue
+        needed.add(node)
+        stack.extend(node.inputs)
+    return depends & needed
+
+
+def grad_graph(graph, argnums=(0,), with_value=True, seed="ones"):
+    """The joint graph of `graph` (one output) differentiated with respect to inputs `argnums`.
+
+    Its outputs: [value] (if with_value) + one gradient per argnum.
+    seed="ones": the output must be a scalar, its cotangent is 1.0.
+    seed="input": the cotangent is a new input `tangents_1` shaped like the output (a VJP).
+    """
+    if len(graph.outputs) != 1:
+        raise GradientError(f"can only differentiate a function with one output, {graph.name} has "
+                            f"{len(graph.outputs)}", op="grad")
+    output = graph.outputs[0]
+    if seed == "ones" and output.shape != ():
+        raise GradientError(f"the output must be a scalar to take a gradient, but {graph.name} returns "
+                            f"{output.type_str}; reduce it (O.sum, O.mean) or use a loss", op="grad",
+                            source=output.source)
+    if not is_float(output.dtype):
+        raise GradientError(f"the output of {graph.name} is {output.dtype}: only floating-point values have "
+                            "gradients", op="grad", source=output.source)
+    for i in argnums:
+        x = graph.inputs[i]
+        if not is_float(x.dtype):
+            raise GradientError(f"argument {i} ({x.name}) is {x.dtype}: integers have no gradient, so it cannot "
+                                "be in argnums", op="grad", source=x.source)
+
+    trace = ir.Trace()
+    with ir.tracing(trace):
+        primals = [new_input(trace, n, i, f"primals_{i + 1}") for i, n in enumerate(graph.inputs)]
+        tangent = new_input(trace, output, len(primals), "tangents_1") if seed == "input" else None
+        env = replay(graph, primals)
+        grads = backward(graph, env, [graph.inputs[i] for i in argnums], output, tangent)
+        outputs = ([env[output]] if with_value else []) + grads
+    inputs = [p.node for p in primals] + ([tangent.node] if tangent is not None else [])
+    names = (["value"] if with_value else []) + [f"grad_{graph.inputs[i].name}" for i in argnums]
+    joint = like(graph, inputs, trace.nodes, [t.node for t in outputs], name=f"{graph.name}_joint")
+    joint.output_names = names
+    joint.returns_tuple = True
+    return dce(joint)
+
+
+def backward(graph, env, wrt, output, seed=None):
+    """Append the backward nodes to the current trace; return the cotangent of each of `wrt`.
+
+    env maps graph's nodes to their Tensors in the current trace."""
+    active = active_nodes(graph, set(wrt), output)
+    cotangents = {}
+    with ir.node_context(source=output.source, scope=output.scope, role="backward"):
+        cotangents[output] = [seed if seed is not None else constant(1.0, output.dtype)]
+    for node in reversed(graph.nodes):
+        if node not in active or node not in cotangents or node.op == "input":
+            continue
+        with ir.node_context(source=node.source, scope=node.scope, role="backward"):
+            g = _accumulate(cotangents[node])
+            cotangents[node] = [g]
+            vjp = REGISTRY[node.op].vjp
+            input_cts = vjp(g, env[node], *(env[i] for i in node.inputs), **node.attrs)
+            for x, ct in zip(node.inputs, input_cts):
+                if ct is None or x not in active:
+                    continue
+                if ct.shape != x.shape:
+                    ct = P._sum_to(ct, x.shape)          # the cotangent of a broadcast is a sum
+                cotangents.setdefault(x, []).append(ct)
+    grads = []
+    for x in wrt:
+        with ir.node_context(source=x.source, scope=(), role="backward"):
+            if x in cotangents:
+                grads.append(_accumulate(cotangents[x]))
+            else:                                           # the output does not depend on x
+                grads.append(P.expand(constant(0.0, x.dtype), shape=x.shape))
+    return grads
+
+
+def _accumulate(terms):
+    """A value used n times gets n cotangents; its gradient is their sum."""
+    total = terms[0]
+    for t in terms[1:]:
+        total = P.add(total, t)
+    return total

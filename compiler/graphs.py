@@ -1,0 +1,63 @@
+"""Building graphs from graphs: replay a graph's nodes into the trace being built.
+
+Autodiff copies the forward graph before it appends the backward; the passes rebuild a
+graph node by node with some nodes rewritten; a nested `C.grad` inlines a derived graph
+into the outer trace. All three are `replay`.
+"""
+from __future__ import annotations
+
+from ops.primitive import REGISTRY, constant
+from ops.tensor import Tensor
+
+from . import ir
+
+
+def new_input(trace, spec_node, index, name, source=None, kind="data"):
+    return Tensor(trace.add("input", (), {"index": index, "kind": kind}, spec_node.shape, spec_node.dtype,
+                            name=name, source=source if source is not None else spec_node.source, scope=(),
+                            role="forward"))
+
+
+def copy_node(node, inputs):
+    """Apply node's op again, to new inputs, keeping its source line, scope and role."""
+    with ir.node_context(source=node.source, scope=node.scope, role=node.role):
+        if node.op == "const":
+            return constant(node.attrs["value"], node.attrs["dtype"])
+        return REGISTRY[node.op].bind(inputs, node.attrs, name=node.name)
+
+
+def replay(graph, inputs, rewrite=None):
+    """Re-emit graph's nodes into the current trace with graph.inputs bound to `inputs`.
+
+    rewrite(node, new_inputs) may return a Tensor to use instead of a copy of node.
+    Returns the dict old node -> new Tensor.
+    """
+    env = dict(zip(graph.inputs, inputs))
+    for node in graph.nodes:
+        if node in env:
+            continue
+        new_inputs = [env[i] for i in node.inputs]
+        out = None
+        if rewrite is not None:
+            with ir.node_context(source=node.source, scope=node.scope, role=node.role):
+                out = rewrite(node, new_inputs)
+        env[node] = out if out is not None else copy_node(node, new_inputs)
+    return env
+
+
+def rebuild(graph, rewrite=None, name=None):
+    """A new Graph: graph with `rewrite` applied to every node (see replay)."""
+    trace = ir.Trace()
+    with ir.tracing(trace):
+        inputs = [new_input(trace, n, i, n.name, kind=n.attrs.get("kind", "data")) for i, n in enumerate(graph.inputs)]
+        env = replay(graph, inputs, rewrite)
+    return like(graph, [t.node for t in inputs], trace.nodes, [env[o].node for o in graph.outputs], name=name)
+
+
+def like(graph, inputs, nodes, outputs, name=None):
+    """A Graph with graph's name and output structure."""
+    from .ir import Graph
+
+    new = Graph(inputs, nodes, outputs, name=name or graph.name, output_names=graph.output_names)
+    new.returns_tuple = getattr(graph, "returns_tuple", False)
+    return new

@@ -1,0 +1,243 @@
+"""The graph IR: SSA nodes that remember the user's source line.
+
+A `Node` is one primitive applied to earlier nodes. A `Graph` is a list of nodes in
+topological order with named inputs and outputs. Its text form is a short Python
+program (think `jax.make_jaxpr`) that really runs: on NumPy arrays it computes the
+reference answer, on `ops.spec`s it traces the same graph again.
+
+Tracing state lives here too: while a `Trace` is active, every primitive applied to a
+symbolic tensor appends a node to it. Autodiff and the passes build new graphs the
+same way, so every graph in chainrule is made by one mechanism.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ChainruleError
+
+SHORT_DTYPE = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the user wrote the call that made a node."""
+
+    file: str
+    line: int
+    code: str = ""
+
+    def __str__(self):
+        return f"{os.path.basename(self.file)}:{self.line}"
+
+
+class Node:
+    """One primitive application: `op(*inputs, **attrs)` of a known shape and dtype."""
+
+    __slots__ = ("id", "op", "inputs", "attrs", "shape", "dtype", "name", "source", "scope", "role")
+
+    def __init__(self, id, op, inputs, attrs, shape, dtype, name=None, source=None, scope=(), role="forward"):
+        self.id = id
+        self.op = op
+        self.inputs = tuple(inputs)
+        self.attrs = attrs
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.name = name
+        self.source = source
+        self.scope = scope
+        self.role = role
+
+    @property
+    def type_str(self):
+        return f"{SHORT_DTYPE[self.dtype]}[{','.join(map(str, self.shape))}]"
+
+    @property
+    def numel(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def is_scalar_const(self):
+        return self.op == "const" and self.shape == () and not isinstance(self.attrs["value"], np.ndarray)
+
+    def __repr__(self):
+        where = f" at {self.source}" if self.source else ""
+        return f"<Node {self.name or self.id}: {self.op} -> {self.type_str}{where}>"
+
+
+class Graph:
+    """Inputs, nodes in topological order (inputs and constants included), outputs."""
+
+    def __init__(self, inputs, nodes, outputs, name="f", output_names=None):
+        self.inputs = list(inputs)
+        self.nodes = list(nodes)
+        self.outputs = list(outputs)
+        self.name = name
+        self.output_names = list(output_names) if output_names else None
+
+    # -- views -------------------------------------------------------------------------
+    def users(self):
+        """node -> list of nodes that read it (a node reading twice is listed twice)."""
+        users = {n: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                users[i].append(n)
+        return users
+
+    def to_networkx(self):
+        """A networkx DiGraph with one vertex per node id, for analyses and layout."""
+        import networkx as nx
+
+        dg = nx.DiGraph()
+        for n in self.nodes:
+            dg.add_node(n.id, op=n.op, shape=n.shape, dtype=n.dtype, name=n.name,
+                        source=str(n.source) if n.source else "", role=n.role, node=n)
+        for n in self.nodes:
+            for i in n.inputs:
+                dg.add_edge(i.id, n.id)
+        return dg
+
+    def op_counts(self):
+        counts = {}
+        for n in self.nodes:
+            if n.op not in ("input", "const"):
+                counts[n.op] = counts.get(n.op, 0) + 1
+        return counts
+
+    @property
+    def num_ops(self):
+        return sum(self.op_counts().values())
+
+    # -- text form -----------------------------------------------------------------------
+    def __str__(self):
+        from .printer import graph_to_python
+
+        return graph_to_python(self)
+
+    def __repr__(self):
+        return f"<Graph {self.name}: {len(self.inputs)} inputs, {self.num_ops} ops, {len(self.outputs)} outputs>"
+
+
+# -- tracing state -------------------------------------------------------------------------
+
+class Trace:
+    """A graph under construction: primitives applied to its tensors append nodes."""
+
+    def __init__(self):
+        self.nodes = []
+        self._next_id = 0
+
+    def add(self, op, inputs, attrs, shape, dtype, name=None, source=None, scope=None, role=None):
+        ctx = _context
+        if source is None:
+            source = ctx.source_override or capture_source()
+        node = Node(self._next_id, op, inputs, attrs, shape, dtype, name=name, source=source,
+                    scope=ctx.scope if scope is None else scope,
+                    role=ctx.role if role is None else role)
+        self._next_id += 1
+        self.nodes.append(node)
+        return node
+
+
+class _Context:
+    def __init__(self):
+        self.traces = []
+        self.scope = ()
+        self.role = "forward"
+        self.source_override = None
+
+
+_context = _Context()
+
+
+def current_trace():
+    if not _context.traces:
+        return None
+    return _context.traces[-1]
+
+
+@contextmanager
+def tracing(trace):
+    _context.traces.append(trace)
+    try:
+        yield trace
+    finally:
+        _context.traces.pop()
+
+
+@contextmanager
+def scope(name):
+    """Nodes created inside belong to `name` (a composite op or a layer)."""
+    saved = _context.scope
+    _context.scope = saved + (name,)
+    try:
+        yield
+    finally:
+        _context.scope = saved
+
+
+@contextmanager
+def node_context(source=None, scope=None, role=None):
+    """Autodiff and passes: new nodes inherit the source line of the node they came from."""
+    saved = (_context.source_override, _context.scope, _context.role)
+    if source is not None:
+        _context.source_override = source
+    if scope is not None:
+        _context.scope = scope
+    if role is not None:
+        _context.role = role
+    try:
+        yield
+    finally:
+        _context.source_override, _context.scope, _context.role = saved
+
+
+def current_scope():
+    return _context.scope
+
+
+# -- source locations ----------------------------------------------------------------------
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_INTERNAL_DIRS = tuple(os.path.join(_PACKAGE_ROOT, p) + os.sep for p in ("ops", "compiler", "runtime"))
+_USER_FILES = set()   # files inside the packages that hold user-level code (the model zoo)
+_FRAMEWORK_DIRS = (os.path.dirname(os.__file__) + os.sep,)  # stdlib: contextlib, functools, ...
+
+
+def mark_as_user_code(path):
+    """Model code shipped inside the packages (the zoo) counts as the user's source."""
+    _USER_FILES.add(os.path.abspath(path))
+
+
+def _is_internal(filename):
+    if filename.startswith("<frozen") or filename.startswith(_FRAMEWORK_DIRS):
+        return True
+    return filename.startswith(_INTERNAL_DIRS) and filename not in _USER_FILES
+
+
+def capture_source(depth=1):
+    """The innermost stack frame outside chainrule: the user's file and line."""
+    frame = sys._getframe(depth)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not _is_internal(filename):
+            return Source(filename, frame.f_lineno)
+        frame = frame.f_back
+    return None
+
+
+def source_text(source):
+    """The line of code a Source points at, stripped; '' if unreadable."""
+    if source is None:
+        return ""
+    import linecache
+
+    return linecache.getline(source.file, source.line).strip()
+
+
+__all__ = ["Source", "Node", "Graph", "Trace", "tracing", "scope", "node_context", "current_trace",
+           "capture_source", "mark_as_user_code", "source_text", "ChainruleError"]

@@ -1,0 +1,86 @@
+"""A graph's text form: a short Python program with a type and a source line per node.
+
+    from ops.primitives import *
+
+    def f(w: f32[3, 2], x: f32[4, 3]):
+        t0 = matmul(x, w)                   # f32[4,2]            demo.py:5
+        t1 = gt(t0, 0.0)                    # bool[4,2]   relu    demo.py:5
+        ...
+
+It runs: called with NumPy arrays it computes the reference values, and `C.trace` of it
+gives the same graph back.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+HEADER = "from ops.primitives import *\n"
+
+
+def literal(value, dtype=None):
+    """Python source for a constant; a float32 prints as its shortest float32 spelling."""
+    if isinstance(value, np.ndarray):
+        return f"const({np.array2string(value, separator=', ', threshold=10**9, max_line_width=10**9, floatmode='unique')}, " \
+               f"dtype={value.dtype.name!r})"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if math.isnan(value):
+            return "nan"
+        if dtype == "float32":
+            return np.format_float_positional(np.float32(value), unique=True, trim="0")
+    return repr(value)
+
+
+def _attr(value):
+    if isinstance(value, float):
+        return literal(value)
+    return repr(value)
+
+
+def _scope(node):
+    """The composite or layer a node belongs to; nothing when that is just the op itself."""
+    return "" if node.scope == (node.op,) else ".".join(node.scope)
+
+
+def graph_to_python(graph, header=True, width=44):
+    names = {}
+    for i, node in enumerate(graph.inputs):
+        names[node] = node.name or f"arg{i}"
+    taken = set(names.values())
+    counter = 0
+    body = []
+    for node in graph.nodes:
+        if node.op == "input":
+            continue
+        if node.is_scalar_const:
+            names[node] = literal(node.attrs["value"], node.dtype)
+            continue
+        while f"t{counter}" in taken:
+            counter += 1
+        name = names[node] = f"t{counter}"
+        counter += 1
+        if node.op == "const":
+            call = literal(node.attrs["value"])
+        else:
+            args = [names[i] for i in node.inputs] + [f"{k}={_attr(v)}" for k, v in node.attrs.items()]
+            call = f"{node.op}({', '.join(args)})"
+        body.append((f"{name} = {call}", node))
+    signature = ", ".join(f"{names[n]}: {n.type_str.replace(',', ', ')}" for n in graph.inputs)
+    lines = [HEADER, ""] if header else []
+    lines.append(f"def {graph.name}({signature}):")
+    code_width = min(width, max((len(code) for code, _ in body), default=0))
+    scopes = {node: _scope(node) for _, node in body}
+    scope_width = max((len(s) for s in scopes.values()), default=0)
+    for code, node in body:
+        comment = f"{node.type_str:<14} {scopes[node]:<{scope_width}}  {node.source or ''}".rstrip()
+        if node.role != "forward":
+            comment += f"  ({node.role})"
+        lines.append(f"    {code:<{code_width}}  # {comment}")
+    outs = [names[o] for o in graph.outputs]
+    ret = ", ".join(outs) + ("," if len(outs) == 1 and getattr(graph, "returns_tuple", False) else "")
+    note = f"  # {', '.join(graph.output_names)}" if graph.output_names else ""
+    lines.append(f"    return {ret}{note}")
+    return "\n".join(lines) + "\n"

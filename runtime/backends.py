@@ -1,0 +1,31 @@
+"""Which executor runs a compiled graph: "triton" (a GPU, else Triton's interpreter),
+"interpret" (Triton's interpreter on the CPU) or "reference" (NumPy, node by node)."""
+from __future__ import annotations
+
+import os
+
+from compiler.errors import BackendError
+
+BACKENDS = ("triton", "interpret", "reference")
+
+
+def default_backend():
+    return os.environ.get("CHAINRULE_BACKEND", "triton")
+
+
+def resolve(backend):
+    backend = backend or default_backend()
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} "
+                           "(or set CHAINRULE_BACKEND)")
+    return backend
+
+
+def executor_for(graph, backend):
+    backend = resolve(backend)
+    if backend == "reference":
+        from .reference import ReferenceExecutor
+
+        return ReferenceExecutor(graph)
+    raise BackendError(f"the {backend!r} backend (generated Triton kernels) is not built yet; "
+                       "use backend='reference' (NumPy) for now, or set CHAINRULE_BACKEND=reference")
