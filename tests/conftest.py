@@ -1,0 +1,31 @@
+"""Shared test fixtures.
+
+Inputs are drawn fresh on every run (never zeros, never the same numbers twice in a row);
+the seed is printed with any failure so that a failing draw can be replayed with
+CHAINRULE_TEST_SEED=<seed>.
+"""
+import os
+import secrets
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("CHAINRULE_BACKEND", "reference")
+
+
+@pytest.fixture
+def rng(request):
+    seed = int(os.environ.get("CHAINRULE_TEST_SEED", secrets.randbits(32)))
+    request.node.user_properties.append(("seed", seed))
+    return np.random.default_rng(seed)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for name, value in item.user_properties:
+            if name == "seed":
+                report.sections.append(("random seed", f"replay with CHAINRULE_TEST_SEED={value}"))
+
