@@ -45,7 +45,7 @@ def _scope(node):
     return "" if node.scope == (node.op,) else ".".join(node.scope)
 
 
-def graph_to_python(graph, header=True, width=44):
+def graph_to_python(graph, header=True, width=48):
     names = {}
     for i, node in enumerate(graph.inputs):
         names[node] = node.name or f"arg{i}"

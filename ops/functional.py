@@ -726,8 +726,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     target = _tensor(target)
     if target.dtype in FLOATS:                       # class probabilities
         if target.shape != input.shape:
-            raise _fail(ShapeError, "cross_entropy", f"probability targets must have the input's shape "
-                                                     f"{input.shape}, got {target.shape}")
+            expected = input.shape[:class_dim] + input.shape[class_dim + 1:]
+            raise _fail(ShapeError, "cross_entropy", f"target must hold integer class indices of shape {expected} "
+                                                     f"or float probabilities of shape {input.shape}; got "
+                                                     f"{target.dtype} of shape {target.shape}")
         if label_smoothing:
             target = target * (1 - label_smoothing) + label_smoothing / classes
         if weight is not None:
