@@ -65,7 +65,8 @@ def grad_graph(graph, argnums=(0,), with_value=True, seed="ones"):
 
     trace = ir.Trace()
     with ir.tracing(trace):
-        primals = [new_input(trace, n, i, f"primals_{i + 1}") for i, n in enumerate(graph.inputs)]
+        primals = [new_input(trace, n, i, f"primals_{i + 1}", kind="param" if i in argnums else "data")
+                   for i, n in enumerate(graph.inputs)]
         tangent = new_input(trace, output, len(primals), "tangents_1") if seed == "input" else None
         env = replay(graph, primals)
         grads = backward(graph, env, [graph.inputs[i] for i in argnums], output, tangent)

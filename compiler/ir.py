@@ -118,6 +118,30 @@ class Graph:
 
         return graph_to_python(self)
 
+    def to_dot(self):
+        from .render import to_dot
+
+        return to_dot(self, params=self.params())
+
+    def params(self):
+        """Inputs drawn as parameters: those a joint graph differentiates (primals_*) when
+        they get a gradient, or inputs marked kind="param"."""
+        return [n for n in self.inputs if n.attrs.get("kind") == "param"]
+
+    def render(self, path):
+        """Draw the graph with graphviz; the format comes from the suffix (svg, png, pdf, dot)."""
+        from .render import render
+
+        return render(self, path, params=self.params())
+
+    def _repr_svg_(self):
+        import shutil
+        import subprocess
+
+        if shutil.which("dot") is None:
+            return None
+        return subprocess.run(["dot", "-Tsvg"], input=self.to_dot().encode(), capture_output=True).stdout.decode()
+
     def __repr__(self):
         return f"<Graph {self.name}: {len(self.inputs)} inputs, {self.num_ops} ops, {len(self.outputs)} outputs>"
 
