@@ -215,6 +215,7 @@ def _slice_impl(x, starts, stops, steps):
 
 
 def _slice_vjp(g, out, x, starts, stops, steps):
+    """g put back where the slice came from, zeros elsewhere: a pad."""
     lo = starts
     hi = tuple(n - (a + (len(range(a, b, c)) - 1) * c + 1) for n, a, b, c in zip(x.shape, starts, stops, steps))
     return (pad(g, lo=lo, hi=hi, interior=tuple(c - 1 for c in steps)),)
@@ -232,6 +233,7 @@ def _pad_impl(x, lo, hi, interior):
 
 
 def _pad_vjp(g, out, x, lo, hi, interior):
+    """The part of g where x was placed: a slice."""
     stops = tuple(l + (n - 1) * (i + 1) + 1 for n, l, i in zip(x.shape, lo, interior))
     return (slice_(g, starts=lo, stops=stops, steps=tuple(i + 1 for i in interior)),)
 
@@ -248,6 +250,7 @@ def _cat_shape(*xs, dim):
 
 
 def _cat_vjp(g, out, *xs, dim):
+    """Each input gets its own slice of g."""
     pieces, start = [], 0
     for x in xs:
         starts = tuple(start if i == dim else 0 for i in range(len(x.shape)))
