@@ -254,7 +254,9 @@ class _Compiled:
         self.with_value = with_value
         self.kind = kind
         self.cache = {}
-        functools.update_wrapper(self, fn)
+        # updated=(): copying fn's __dict__ would, for fn itself a _Compiled (C.grad(C.grad(f))),
+        # overwrite self.fn and share its cache, so the outer transformation would vanish
+        functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args, **kwargs):
         if kwargs:
@@ -262,7 +264,9 @@ class _Compiled:
                                 f"(got keywords {', '.join(kwargs)})", source=ir.capture_source())
         if any(isinstance(a, Tensor) for a in args):
             return self._inline(args)
-        static = {i: a for i, a in enumerate(args) if isinstance(a, (numbers.Number, str)) or a is None}
+        # Python numbers are baked in; NumPy scalars (np.float64(2.0), x.sum()) are data like arrays
+        static = {i: a for i, a in enumerate(args)
+                  if (isinstance(a, (numbers.Number, str)) and not isinstance(a, np.generic)) or a is None}
         arrays = [_to_numpy(a) for i, a in enumerate(args) if i not in static]
         key = (tuple((a.shape, a.dtype.str) for a in arrays), tuple(sorted((i, repr(v)) for i, v in static.items())))
         program = self.cache.get(key)

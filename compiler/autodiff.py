@@ -100,6 +100,8 @@ def backward(graph, env, wrt, output, seed=None):
                     continue
                 if ct.shape != x.shape:
                     ct = P._sum_to(ct, x.shape)          # the cotangent of a broadcast is a sum
+                if ct.dtype != x.dtype:                  # f32 * f64: x's gradient is f32, as in torch
+                    ct = P.cast(ct, dtype=x.dtype)
                 cotangents.setdefault(x, []).append(ct)
     grads = []
     for x in wrt:

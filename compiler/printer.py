@@ -13,6 +13,7 @@ gives the same graph back.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -22,8 +23,9 @@ HEADER = "from ops.primitives import *\n"
 def literal(value, dtype=None):
     """Python source for a constant; a float32 prints as its shortest float32 spelling."""
     if isinstance(value, np.ndarray):
-        return f"const({np.array2string(value, separator=', ', threshold=10**9, max_line_width=10**9, floatmode='unique')}, " \
-               f"dtype={value.dtype.name!r})"
+        text = np.array2string(value, separator=', ', threshold=10**9, max_line_width=10**9, floatmode='unique')
+        text = re.sub(r"\n\s*", " ", text)                  # one line per node, whatever the rank
+        return f"const({text}, dtype={value.dtype.name!r})"
     if isinstance(value, float):
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
@@ -32,6 +34,34 @@ def literal(value, dtype=None):
         if dtype == "float32":
             return np.format_float_positional(np.float32(value), unique=True, trim="0")
     return repr(value)
+
+
+# How the printed program spells a dtype: `f32[3, 2]` annotates an argument, `f64(0.5)` is a
+# number of that dtype (names from `ops.primitives`; `bool` itself is Python's).
+MAKER = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "b8"}
+
+
+def _arguments(node, names):
+    """The names of node's inputs. A scalar constant prints as a bare literal, which the
+    tracer types like the other operands (torch's weak scalars); one whose dtype that would
+    not give back is spelled with its dtype, `f64(1.0)`, so the program re-traces exactly."""
+    from ops.dtypes import promote, scalar_kind
+
+    literals = [i for i in node.inputs if i.is_scalar_const]
+    typed = set()
+    while True:
+        strong = [i.dtype for i in node.inputs if not i.is_scalar_const or i in typed]
+        weak = [scalar_kind(i.attrs["value"]) for i in literals if i not in typed]
+        target = promote(strong, weak)
+        wrong = [i for i in literals if i not in typed and i.dtype != target]
+        if not wrong:
+            break
+        typed.add(wrong[0])             # one at a time: f64(1.0) / 8.0 makes the 8.0 a float64 too
+    return [f"{MAKER[i.dtype]}({names[i]})" if i in typed else names[i] for i in node.inputs]
+
+
+def _annotation(node):
+    return f"{MAKER[node.dtype]}[{', '.join(map(str, node.shape)) or '()'}]"
 
 
 def _attr(value):
@@ -65,10 +95,10 @@ def graph_to_python(graph, header=True, width=48):
         if node.op == "const":
             call = literal(node.attrs["value"])
         else:
-            args = [names[i] for i in node.inputs] + [f"{k}={_attr(v)}" for k, v in node.attrs.items()]
+            args = _arguments(node, names) + [f"{k}={_attr(v)}" for k, v in node.attrs.items()]
             call = f"{node.op}({', '.join(args)})"
         body.append((f"{name} = {call}", node))
-    signature = ", ".join(f"{names[n]}: {n.type_str.replace(',', ', ')}" for n in graph.inputs)
+    signature = ", ".join(f"{names[n]}: {_annotation(n)}" for n in graph.inputs)
     lines = [HEADER, ""] if header else []
     lines.append(f"def {graph.name}({signature}):")
     code_width = min(width, max((len(code) for code, _ in body), default=0))

@@ -77,8 +77,8 @@ def fold_constants(graph):
             return None
         if node.op in ("reshape", "expand", "permute", "slice"):       # a splat in a new shape
             return P.expand(constant(values[0], node.dtype), shape=node.shape)
-        if node.shape != () and REGISTRY[node.op].family != "pointwise":
-            return None
+        if REGISTRY[node.op].family != "pointwise" and any(t.shape != () for t in inputs):
+            return None     # a reduction of a splat is not the splat's value (sum(splat) = n·value)
         with np.errstate(all="ignore"):
             value = REGISTRY[node.op].impl(*(np.asarray(v, dtype=t.dtype) for v, t in zip(values, inputs)),
                                            **node.attrs)

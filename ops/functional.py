@@ -188,11 +188,13 @@ def minimum(input, other):
 
 @op
 def clamp(input, min=None, max=None):
+    # where, not maximum/minimum: as in torch, a value equal to a bound keeps its whole
+    # gradient (maximum would split it at the tie), and min > max gives max everywhere
     out = input
     if min is not None:
-        out = P.maximum(out, min)
+        out = P.where(P.lt(out, min), min, out)
     if max is not None:
-        out = P.minimum(out, max)
+        out = P.where(P.gt(out, max), max, out)
     return out
 
 
@@ -437,7 +439,8 @@ def getitem(input, index):
     if Ellipsis in index:
         at = index.index(Ellipsis)
         index = index[:at] + (slice(None),) * (input.ndim - used) + index[at + 1:]
-    index = index + (slice(None),) * (input.ndim - used)
+    else:
+        index = index + (slice(None),) * (input.ndim - used)
     starts, stops, steps, shape, axis = [], [], [], [], 0
     for i in index:
         if i is None:
@@ -591,8 +594,9 @@ def adaptive_avg_pool2d(input, output_size):
     if input.ndim != 4:
         raise _fail(ShapeError, "adaptive_avg_pool2d", f"expects an input [N, C, H, W], got shape {input.shape}")
     h, w = input.shape[2:]
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:    # None keeps that size, as in torch
+        output_size = tuple(n if o is None else o for o, n in zip(output_size, (h, w)))
     oh, ow = _pair(output_size, "output_size", "adaptive_avg_pool2d") if output_size is not None else (h, w)
-    oh, ow = oh or h, ow or w
     if (oh, ow) == (1, 1):
         return mean(input, (2, 3), keepdim=True)
     if h % oh == 0 and w % ow == 0:
@@ -775,7 +779,10 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     diff = input - target
     loss = diff * diff
     if weight is not None:
+        weight = _tensor(weight, input.dtype)
         loss = loss * weight
+        # torch: a weighted mean divides by the sum of the weights, not by the count
+        return _reduce(loss, reduction, "mse_loss", sum(broadcast_to(weight, loss.shape)))
     return _reduce(loss, reduction, "mse_loss")
 
 

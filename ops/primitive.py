@@ -12,7 +12,7 @@ import numpy as np
 from compiler import ir
 from compiler.errors import ChainruleError, ShapeError
 
-from .dtypes import promote, scalar_kind
+from .dtypes import normalize, promote, scalar_kind
 from .tensor import Tensor
 
 REGISTRY: dict[str, "Primitive"] = {}
@@ -50,9 +50,32 @@ class Primitive:
         return f"<primitive {self.name} ({self.family})>"
 
     def __call__(self, *args, **attrs):
-        if any(isinstance(a, Tensor) for a in args) or (not args and ir.current_trace() is not None):
+        tracing = ir.current_trace() is not None
+        if tracing and self.name == "const":        # a printed program's `const([...], dtype=...)`
+            value = args[0] if args else attrs["value"]
+            dtype = args[1] if len(args) > 1 else attrs["dtype"]
+            return constant(np.asarray(value, dtype=dtype), dtype)
+        # Inside a trace, a call on Python numbers only (a printed `div(1.0, 8.0)`) is a node too,
+        # so that a printed graph re-traces to the same graph; NumPy arrays still compute now.
+        if any(isinstance(a, Tensor) for a in args) or \
+                (tracing and not any(isinstance(a, np.ndarray) for a in args)):
             return self.bind(args, attrs)
-        return np.asarray(self.impl(*args, **attrs))
+        return self.evaluate(args, attrs)
+
+    def evaluate(self, args, attrs):
+        """The reference value on NumPy arrays and Python numbers, typed as the traced call
+        would be (as the reference executor types it): numbers are weak, taking the arrays'
+        dtype, and the result has the shape rule's dtype. So a printed program run on arrays
+        computes in the graph's dtypes (`div(1.0, 8.0)` is float32, as in the graph)."""
+        if self.shape_rule is None:
+            return np.asarray(self.impl(*args, **attrs))
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        if len(arrays) < len(args):
+            dtype = promote([normalize(a.dtype) for a in arrays],
+                            [scalar_kind(a) for a in args if not isinstance(a, np.ndarray)])
+            args = [a if isinstance(a, np.ndarray) else np.asarray(a, dtype=dtype) for a in args]
+        _, dtype = self.shape_rule(*(_Typed(a.shape, normalize(a.dtype)) for a in args), **attrs)
+        return np.asarray(self.impl(*args, **attrs)).astype(dtype, copy=False)
 
     # -- tracing -------------------------------------------------------------------------
     def bind(self, args, attrs, name=None):
@@ -78,6 +101,15 @@ class Primitive:
         user_op = ir.current_scope()[0] if ir.current_scope() else self.name
         message = error.bare_message if user_op == self.name else f"({self.name}) {error.bare_message}"
         return type(error)(message, op=user_op, source=ir.capture_source())
+
+
+class _Typed:
+    """What a shape rule reads of an input (its shape and dtype name), for an array."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, dtype
 
 
 def constant(value, dtype):

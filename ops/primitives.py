@@ -384,7 +384,8 @@ def _window_shape(x, kernel_size, stride, padding, dilation=(1, 1)):
 
 
 def _window_argmax_impl(x, **w):
-    win = _windows(x, fill=-np.inf, **w)
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min if x.dtype.kind in "iu" else False
+    win = _windows(x, fill=fill, **w)
     return np.argmax(win.reshape(win.shape[:4] + (-1,)), axis=-1).astype(np.int64)
 
 

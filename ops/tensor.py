@@ -56,6 +56,17 @@ class DTypeMaker:
             return Spec((), self.dtype)
         return Spec(shape if isinstance(shape, tuple) else (shape,), self.dtype)
 
+    def __call__(self, value):
+        """`f64(0.5)`: a number of this dtype (the printed form of a constant whose dtype a bare
+        literal would not get): a constant node inside a trace, a NumPy scalar outside."""
+        from compiler.ir import current_trace
+
+        if current_trace() is not None:
+            from .primitive import constant
+
+            return constant(value, self.dtype)
+        return np.asarray(value, dtype=self.dtype)
+
     def __repr__(self):
         return SHORT_DTYPE[self.dtype]
 
