@@ -138,6 +138,7 @@ class Program:
 
         self.backend = resolve(backend)
         self.grad_argnums = grad_argnums
+        self.with_value = with_value
         self.compile_seconds = {}
         start = time.perf_counter()
         self.forward = trace(fn, *specs, static=static)
@@ -170,10 +171,7 @@ class Program:
 
     def __call__(self, *args):
         outputs = self.run([_to_numpy(a) for a in args])
-        if self.grad_argnums is None:
-            return tuple(outputs) if self.forward.returns_tuple else outputs[0]
-        value, grads = outputs[0], outputs[1:]
-        return value, (tuple(grads) if isinstance(self.grad_argnums, tuple) else grads[0])
+        return _package(outputs, self.forward.returns_tuple, self.grad_argnums, self.with_value)
 
     def source(self):
         """The code this program runs (for the reference backend: the graph as Python)."""
@@ -275,12 +273,7 @@ class _Compiled:
             program = Program(self.fn, specs, static=static, grad_argnums=self.grad_argnums,
                               backend=self.backend, with_value=self.with_value)
             self.cache[key] = program
-        outputs = program.run(arrays)
-        if self.grad_argnums is None:
-            return tuple(outputs) if program.forward.returns_tuple else outputs[0]
-        grads = outputs[1:] if self.with_value else outputs
-        grads = tuple(grads) if isinstance(self.grad_argnums, tuple) else grads[0]
-        return (outputs[0], grads) if self.with_value else grads
+        return _package(program.run(arrays), program.forward.returns_tuple, self.grad_argnums, self.with_value)
 
     def _inline(self, args):
         """Inside another trace: build this function's graph and splice it in."""
@@ -290,12 +283,18 @@ class _Compiled:
         if self.grad_argnums is not None:
             graph = grad_graph(graph, _positions(graph, static, self.grad_argnums), with_value=self.with_value)
         env = replay(graph, tensors)
-        outputs = [env[o] for o in graph.outputs]
-        if self.grad_argnums is None:
-            return tuple(outputs) if graph.returns_tuple else outputs[0]
-        grads = outputs[1:] if self.with_value else outputs
-        grads = tuple(grads) if isinstance(self.grad_argnums, tuple) else grads[0]
-        return (outputs[0], grads) if self.with_value else grads
+        return _package([env[o] for o in graph.outputs], graph.returns_tuple, self.grad_argnums, self.with_value)
+
+
+def _package(outputs, returns_tuple, grad_argnums, with_value):
+    """Shape a flat list of outputs as the user asked: the function's own result, or
+    (value, gradients), or the gradients alone; one gradient for an int argnums, a tuple
+    for a tuple."""
+    if grad_argnums is None:
+        return tuple(outputs) if returns_tuple else outputs[0]
+    grads = outputs[1:] if with_value else outputs
+    grads = tuple(grads) if isinstance(grad_argnums, tuple) else grads[0]
+    return (outputs[0], grads) if with_value else grads
 
 
 def jit(fn, backend=None):
