@@ -75,13 +75,14 @@ def _scope(node):
     return "" if node.scope == (node.op,) else ".".join(node.scope)
 
 
-def graph_to_python(graph, header=True, width=48):
+def value_names(graph):
+    """node -> the name the printed program gives it: inputs by name, scalar constants as
+    literals, everything else t0, t1, ... in order. Generated kernels use the same names."""
     names = {}
     for i, node in enumerate(graph.inputs):
         names[node] = node.name or f"arg{i}"
     taken = set(names.values())
     counter = 0
-    body = []
     for node in graph.nodes:
         if node.op == "input":
             continue
@@ -90,25 +91,38 @@ def graph_to_python(graph, header=True, width=48):
             continue
         while f"t{counter}" in taken:
             counter += 1
-        name = names[node] = f"t{counter}"
+        names[node] = f"t{counter}"
         counter += 1
-        if node.op == "const":
-            call = literal(node.attrs["value"])
-        else:
-            args = _arguments(node, names) + [f"{k}={_attr(v)}" for k, v in node.attrs.items()]
-            call = f"{node.op}({', '.join(args)})"
-        body.append((f"{name} = {call}", node))
+    return names
+
+
+def node_code(node, names):
+    """The printed statement of one node: `t3 = add(t1, t2)`."""
+    if node.op == "const":
+        call = literal(node.attrs["value"])
+    else:
+        args = _arguments(node, names) + [f"{k}={_attr(v)}" for k, v in node.attrs.items()]
+        call = f"{node.op}({', '.join(args)})"
+    return f"{names[node]} = {call}"
+
+
+def node_comment(node, scope_width=0):
+    """The comment of a printed node: its type, its composite, the user's line."""
+    comment = f"{node.type_str:<14} {_scope(node):<{scope_width}}  {node.source or ''}".rstrip()
+    return comment + (f"  ({node.role})" if node.role != "forward" else "")
+
+
+def graph_to_python(graph, header=True, width=48):
+    names = value_names(graph)
+    body = [(node_code(node, names), node) for node in graph.nodes
+            if node.op != "input" and not node.is_scalar_const]
     signature = ", ".join(f"{names[n]}: {_annotation(n)}" for n in graph.inputs)
     lines = [HEADER, ""] if header else []
     lines.append(f"def {graph.name}({signature}):")
     code_width = min(width, max((len(code) for code, _ in body), default=0))
-    scopes = {node: _scope(node) for _, node in body}
-    scope_width = max((len(s) for s in scopes.values()), default=0)
+    scope_width = max((len(_scope(node)) for _, node in body), default=0)
     for code, node in body:
-        comment = f"{node.type_str:<14} {scopes[node]:<{scope_width}}  {node.source or ''}".rstrip()
-        if node.role != "forward":
-            comment += f"  ({node.role})"
-        lines.append(f"    {code:<{code_width}}  # {comment}")
+        lines.append(f"    {code:<{code_width}}  # {node_comment(node, scope_width)}")
     outs = [names[o] for o in graph.outputs]
     ret = ", ".join(outs) + ("," if len(outs) == 1 and getattr(graph, "returns_tuple", False) else "")
     note = f"  # {', '.join(graph.output_names)}" if graph.output_names else ""

@@ -27,5 +27,6 @@ def executor_for(graph, backend):
         from .reference import ReferenceExecutor
 
         return ReferenceExecutor(graph)
-    raise BackendError(f"the {backend!r} backend (generated Triton kernels) is not built yet; "
-                       "use backend='reference' (NumPy) for now, or set CHAINRULE_BACKEND=reference")
+    from .triton_executor import TritonExecutor, make_target
+
+    return TritonExecutor(graph, make_target(backend))

@@ -163,8 +163,8 @@ def test_unknown_backend_and_missing_backend(rng, monkeypatch):
     message = _raises(BackendError, C.jit(f, backend="cuda"), rng.standard_normal(3))
     assert message == "unknown backend 'cuda'; choose one of triton, interpret, reference (or set CHAINRULE_BACKEND)"
     monkeypatch.delenv("CHAINRULE_BACKEND", raising=False)
-    message = _raises(BackendError, C.jit(f), rng.standard_normal(3))
-    assert message.startswith("the 'triton' backend (generated Triton kernels) is not built yet")
+    x = rng.standard_normal(3)
+    assert C.jit(f)(x) == pytest.approx(float(np.sum(x * x)))      # the default: Triton (here: its interpreter)
 
 
 def test_shape_change_after_compile_recompiles_but_wrong_program_call_errors(rng):

@@ -1,0 +1,28 @@
+"""Triton code generation: one generator per kernel family, each a function
+(kernel, value names, target) -> the text of a Python file holding a @triton.jit kernel
+and the `launch(...)` function that calls it."""
+from __future__ import annotations
+
+from . import pointwise, reduction
+from .common import Target
+
+GENERATORS = {
+    "pointwise": pointwise.generate,
+    "copy": pointwise.generate,
+    "layout": pointwise.generate,      # pad and cat: pointwise with masked loads
+    "source": pointwise.generate,      # iota and rand
+    "reduction": reduction.generate,
+}
+
+
+def generate(kernel, names, target):
+    if kernel.family not in GENERATORS:
+        from ..errors import BackendError
+
+        raise BackendError(f"no Triton code generator for the {kernel.family} family yet (node "
+                           f"{names[kernel.root]} = {kernel.root.op}); use backend='reference'",
+                           op=kernel.root.op, source=kernel.root.source)
+    return GENERATORS[kernel.family](kernel, names, target)
+
+
+__all__ = ["Target", "generate", "GENERATORS"]

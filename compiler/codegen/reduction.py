@@ -1,0 +1,117 @@
+"""Reduction kernels: reduce_sum, reduce_max and argmax over any set of dimensions.
+
+The input is seen as a matrix: a *row* for every position of the kept dimensions and a
+*column* for every position of the reduced ones. A program takes BLOCK_ROWS rows. When a
+whole row fits in one block (the persistent form) it is loaded once and reduced; otherwise
+the program walks along the row BLOCK_COLS columns at a time (the looped form), keeping a
+running sum, max, or (max, index) pair.
+"""
+from __future__ import annotations
+
+from .common import TL_DTYPE, KernelSource, address, digits
+
+
+def generate(kernel, names, target):
+    node = kernel.root
+    x = node.inputs[0]
+    view = kernel.inputs[x]
+    dims = node.attrs["dims"] if "dims" in node.attrs else (node.attrs["dim"],)
+    kept = [d for d in range(len(x.shape)) if d not in dims]
+    rows = _prod(x.shape[d] for d in kept)
+    cols = _prod(x.shape[d] for d in dims)
+    block_rows, block_cols = target.reduction_blocks(rows, cols)
+    persistent = block_cols >= cols
+    op = node.op
+    form = "persistent: a whole row in one block" if persistent else f"looped: {block_cols} columns at a time"
+    src = KernelSource(kernel, names, family_note=f"{op} over dims {tuple(dims)} of {x.type_str}; "
+                                                   f"{rows} rows of {cols}, {form}")
+    xn, out = names[x], names[node]
+    acc_dtype = TL_DTYPE[node.dtype] if op == "reduce_sum" else TL_DTYPE[x.dtype]
+    if op == "reduce_sum" and x.dtype == "bool":
+        acc_dtype = "tl.int64"
+
+    row_lines, row_index = digits([x.shape[d] for d in kept], "rows", var="r")
+    col_lines, col_index = digits([x.shape[d] for d in dims], "cols", var="c")
+    index = [None] * len(x.shape)
+    for d, name in zip(kept, row_index):
+        index[d] = name
+    for d, name in zip(dims, col_index):
+        index[d] = name
+    where = address(view, index)
+    other = {"reduce_sum": "0", "reduce_max": "float('-inf')", "argmax": "float('-inf')"}[op]
+    if x.dtype not in ("float32", "float64") and op != "reduce_sum":
+        other = f"{_int_min(x.dtype)}"
+
+    body = ["@triton.jit",
+            f"def {kernel.name}({xn}_ptr, {out}_ptr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):",
+            f"    # rows: the {rows} positions of the kept dims {tuple(kept)}; columns: the {cols} positions "
+            f"of the reduced dims {tuple(dims)}",
+            "    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]",
+            f"    row_mask = rows < {rows}"]
+    body += [f"    {line}" for _, line in row_lines]
+    load = f"tl.load({xn}_ptr + {where}, mask=mask, other={other})"
+    if op == "reduce_sum" and x.dtype == "bool":
+        load += ".to(tl.int64)"
+    step = [f"cols = {'start + ' if not persistent else ''}tl.arange(0, BLOCK_COLS)[None, :]",
+            f"mask = row_mask & (cols < {cols})"] + [line for _, line in col_lines] + [f"x = {load}"]
+    if persistent:
+        body += [f"    {line}" for line in step]
+        body += [f"    {line}" for line in _reduce_block(op, out, acc_dtype)]
+    else:
+        body += [f"    {line}" for line in _init(op, acc_dtype, other)]
+        body.append(f"    for start in range(0, {cols}, BLOCK_COLS):")
+        body += [f"        {line}" for line in step]
+        body += [f"        {line}" for line in _accumulate(op, acc_dtype)]
+        body += [f"    {line}" for line in _finish(op, out)]
+    body.append(f"    tl.store({out}_ptr + rows, {out}[:, None], mask=row_mask)")
+    src.body = body
+    src.launch = [f"def launch({xn}, {out}, BLOCK_ROWS={block_rows}, BLOCK_COLS={block_cols}):",
+                  f"    grid = (triton.cdiv({rows}, BLOCK_ROWS),)",
+                  f"    {kernel.name}[grid]({xn}, {out}, BLOCK_ROWS=BLOCK_ROWS, BLOCK_COLS=BLOCK_COLS)"]
+    return src.text()
+
+
+def _prod(sizes):
+    total = 1
+    for s in sizes:
+        total *= s
+    return total
+
+
+def _int_min(dtype):
+    import numpy as np
+
+    return int(np.iinfo(dtype).min) if dtype != "bool" else 0
+
+
+def _reduce_block(op, out, acc_dtype):
+    if op == "reduce_sum":
+        return [f"{out} = tl.sum(x.to({acc_dtype}), axis=1)"]
+    if op == "reduce_max":
+        return [f"{out} = tl.max(x, axis=1)"]
+    return [f"{out} = tl.argmax(x, axis=1, tie_break_left=True).to(tl.int64)   # the first max, as torch"]
+
+
+def _init(op, acc_dtype, lowest):
+    if op == "reduce_sum":
+        return [f"total = tl.zeros((BLOCK_ROWS,), {acc_dtype})"]
+    if op == "reduce_max":
+        return [f"best = tl.full((BLOCK_ROWS,), {lowest}, {acc_dtype})"]
+    return [f"best = tl.full((BLOCK_ROWS,), {lowest}, {acc_dtype})",
+            "best_index = tl.zeros((BLOCK_ROWS,), tl.int64)"]
+
+
+def _accumulate(op, acc_dtype):
+    if op == "reduce_sum":
+        return [f"total += tl.sum(x.to({acc_dtype}), axis=1)"]
+    if op == "reduce_max":
+        return ["best = tl.maximum(best, tl.max(x, axis=1))"]
+    return ["block_best = tl.max(x, axis=1)",
+            "block_index = start + tl.argmax(x, axis=1, tie_break_left=True).to(tl.int64)",
+            "better = block_best > best          # strictly: an earlier max wins a tie",
+            "best_index = tl.where(better, block_index, best_index)",
+            "best = tl.where(better, block_best, best)"]
+
+
+def _finish(op, out):
+    return [f"{out} = {'total' if op == 'reduce_sum' else 'best' if op == 'reduce_max' else 'best_index'}"]

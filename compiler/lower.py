@@ -1,0 +1,168 @@
+"""Lowering: from a graph to a schedule of kernels over buffers and views.
+
+Every value lives in a buffer (a contiguous array) or is a *view* of one: reshape of a
+contiguous value, permute, expand (broadcast) and slice only change how the same memory is
+read, so they cost no kernel; the consumer's generated code reads through the view's
+strides. Scalar constants become literals inside kernels. Every other node becomes a kernel
+(in this lowering, one node per kernel; a `Kernel` holds a list of nodes so that fusion can
+hand it a group).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ops.primitive import REGISTRY
+
+
+def contiguous_strides(shape):
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+@dataclass(frozen=True)
+class View:
+    """How to read a value: buffer `base` (a node holding contiguous memory), an element
+    offset and one stride per dimension (0 for a broadcast dimension)."""
+
+    base: object
+    shape: tuple
+    strides: tuple
+    offset: int = 0
+
+    @classmethod
+    def of(cls, node):
+        return cls(node, node.shape, contiguous_strides(node.shape), 0)
+
+    @property
+    def is_contiguous(self):
+        return self.offset == 0 and all(st == cs for st, cs, n in zip(self.strides, contiguous_strides(self.shape),
+                                                                       self.shape) if n != 1)
+
+    def permute(self, dims):
+        return View(self.base, tuple(self.shape[d] for d in dims), tuple(self.strides[d] for d in dims), self.offset)
+
+    def expand(self, shape):
+        lead = len(shape) - len(self.shape)
+        strides = [0] * lead + [0 if n == 1 and m != 1 else s
+                                for n, m, s in zip(self.shape, shape[lead:], self.strides)]
+        return View(self.base, tuple(shape), tuple(strides), self.offset)
+
+    def slice(self, starts, steps, shape):
+        offset = self.offset + sum(a * s for a, s in zip(starts, self.strides))
+        return View(self.base, tuple(shape), tuple(s * c for s, c in zip(self.strides, steps)), offset)
+
+    def reshape(self, shape):
+        assert self.is_contiguous
+        return View(self.base, tuple(shape), contiguous_strides(shape), self.offset)
+
+
+@dataclass(frozen=True)
+class Literal:
+    """A scalar constant, written into the kernel's source."""
+
+    value: object
+    dtype: str
+
+
+@dataclass
+class Kernel:
+    """One launch: computes `nodes` (in order), reading `inputs` through their views and
+    writing `outputs` as contiguous buffers."""
+
+    index: int
+    family: str
+    nodes: list
+    inputs: dict = field(default_factory=dict)      # node -> View | Literal
+    outputs: list = field(default_factory=list)
+
+    @property
+    def name(self):
+        return f"k{self.index:02d}_{self.nodes[-1].op}"
+
+    @property
+    def root(self):
+        return self.nodes[-1]
+
+    def read(self, node):
+        return self.inputs[node]
+
+
+@dataclass
+class Schedule:
+    """What runs, in order, and where every value lives."""
+
+    graph: object
+    kernels: list
+    views: dict            # node -> View, for every value in memory (a buffer's own view included)
+    literals: dict         # node -> Literal
+    buffers: list          # nodes that own memory: inputs, constant arrays, kernel outputs
+    constants: dict        # node -> np.ndarray uploaded once
+
+    def location(self, node):
+        return self.literals.get(node) or self.views[node]
+
+
+VIEW_OPS = ("reshape", "permute", "expand", "slice")
+
+
+def lower(graph):
+    """Graph -> Schedule, one kernel per computing node."""
+    views, literals, buffers, constants, kernels = {}, {}, [], {}, []
+    for node in graph.nodes:
+        if node.op == "input":
+            views[node] = View.of(node)
+            buffers.append(node)
+        elif node.is_scalar_const:
+            literals[node] = Literal(node.attrs["value"], node.dtype)
+        elif node.op == "const":
+            views[node] = View.of(node)
+            buffers.append(node)
+            constants[node] = np.asarray(node.attrs["value"], dtype=node.dtype)
+        elif node.op in VIEW_OPS and _as_view(node, views, literals) is not None:
+            views[node] = _as_view(node, views, literals)
+        else:
+            kernel = Kernel(len(kernels), REGISTRY[node.op].family, [node])
+            for i in node.inputs:
+                kernel.inputs[i] = literals.get(i) or views[i]
+            if node.op in VIEW_OPS:                  # a reshape of a strided view: copy it
+                kernel.family = "copy"
+            kernel.outputs.append(node)
+            kernels.append(kernel)
+            views[node] = View.of(node)
+            buffers.append(node)
+    return Schedule(graph, kernels, views, literals, buffers, constants)
+
+
+def _as_view(node, views, literals):
+    """The view a layout node reads as, or None when it needs a kernel (a reshape of a
+    non-contiguous view, or a view of a literal)."""
+    source = node.inputs[0]
+    if source in literals:
+        return None
+    v = views[source]
+    a = node.attrs
+    if node.op == "permute":
+        return v.permute(a["dims"])
+    if node.op == "expand":
+        return v.expand(a["shape"])
+    if node.op == "slice":
+        return v.slice(a["starts"], a["steps"], node.shape)
+    if node.op == "reshape":
+        return v.reshape(a["shape"]) if v.is_contiguous else _reshape_strided(v, a["shape"])
+    return None
+
+
+def _reshape_strided(view, shape):
+    """A reshape that only adds or removes size-1 dimensions keeps any strides."""
+    old = [(n, s) for n, s in zip(view.shape, view.strides) if n != 1]
+    if [n for n, _ in old] != [n for n in shape if n != 1]:
+        return None
+    strides, it = [], iter(old)
+    for n in shape:
+        strides.append(next(it)[1] if n != 1 else 0)
+    return View(view.base, tuple(shape), tuple(strides), view.offset)

@@ -1,0 +1,107 @@
+"""The kernel cache: generated kernels as files, named by the hash of their text.
+
+Triton reads a kernel's source from a real file (`inspect.getsourcelines`), so each kernel
+is written to `<cache>/<sha256 of its text>.py` and imported with importlib. Files are
+written atomically (a temporary file, then a rename), so two processes compiling the same
+program both succeed; a file whose content does not hash to its name (corrupted, or not
+ours) is rewritten before anything imports it.
+
+The cache lives under $CHAINRULE_CACHE_DIR, else $XDG_CACHE_HOME/chainrule/kernels, else
+~/.cache/chainrule/kernels.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+
+_modules = {}
+
+
+def cache_dir():
+    root = os.environ.get("CHAINRULE_CACHE_DIR")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "chainrule", "kernels")
+    os.makedirs(root, exist_ok=True)
+    return root
+
+
+def digest(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def path_for(text):
+    return os.path.join(cache_dir(), f"k_{digest(text)[:32]}.py")
+
+
+def store(text):
+    """The cache file holding `text`, written (or repaired) if needed."""
+    path = path_for(text)
+    if not _holds(path, text):
+        folder = os.path.dirname(path)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".py")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    return path
+
+
+def _holds(path, text):
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest() == digest(text)
+    except OSError:
+        return False
+
+
+def _interpret_device_functions():
+    """Let interpreted kernels call Triton's own @jit helpers (tl.sum, tl.argmax, tl.rand, ...).
+
+    Those helpers are decorated when triton is imported; unless TRITON_INTERPRET=1 was set
+    by then they are compiled-mode functions, whose __call__ only raises. Interpreted kernels
+    call them as plain Python, so route such a call through the interpreter. (Compiled
+    kernels never call __call__: the compiler inlines the helpers.)"""
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    if getattr(JITFunction.__call__, "chainrule", False):
+        return
+
+    def call_interpreted(self, *args, **kwargs):
+        return InterpretedFunction(self.fn)(*args, **kwargs)
+
+    call_interpreted.chainrule = True
+    JITFunction.__call__ = call_interpreted
+
+
+def load(text, interpret):
+    """Import the kernel module for `text`; `interpret` chooses Triton's CPU interpreter."""
+    key = (digest(text), interpret)
+    module = _modules.get(key)
+    if module is not None:
+        return module
+    path = store(text)
+    import triton
+
+    name = f"chainrule_kernel_{key[0][:16]}_{'interp' if interpret else 'jit'}"
+    if interpret:
+        _interpret_device_functions()
+    saved = triton.knobs.runtime.interpret
+    triton.knobs.runtime.interpret = interpret        # read when @triton.jit decorates
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        triton.knobs.runtime.interpret = saved
+    if not _holds(path, text):       # replaced under us while importing: never trust it
+        raise RuntimeError(f"kernel cache file {path} changed while it was imported")
+    _modules[key] = module
+    return module

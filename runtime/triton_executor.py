@@ -1,0 +1,119 @@
+"""The Triton executor: lower a graph, generate its kernels, and launch them in order.
+
+On a GPU the kernels are compiled by Triton; without one they run under Triton's
+interpreter on CPU tensors. NumPy arrays go in and come out; in between, values are torch
+tensors on the device, and a value that is a view (a transpose, a broadcast, a slice) is
+never copied: the next kernel reads it through its strides.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.codegen import Target, generate
+from compiler.lower import Literal, View, lower
+from compiler.printer import value_names
+
+from . import kernel_cache
+
+TORCH_DTYPE = {}
+
+
+def torch_dtype(dtype):
+    import torch
+
+    if not TORCH_DTYPE:
+        TORCH_DTYPE.update({"float32": torch.float32, "float64": torch.float64, "int32": torch.int32,
+                            "int64": torch.int64, "bool": torch.bool})
+    return TORCH_DTYPE[dtype]
+
+
+def itemsize(dtype):
+    return np.dtype(dtype).itemsize
+
+
+def _distinct(view):
+    """How many different elements a view reads (a broadcast dimension reads one)."""
+    count = 1
+    for size, stride in zip(view.shape, view.strides):
+        count *= size if stride else 1
+    return count
+
+
+def make_target(backend):
+    """"triton": the GPU when CUDA is available, else the interpreter; "interpret": always it."""
+    import torch
+
+    if backend == "triton" and torch.cuda.is_available():
+        return Target(device="cuda", interpret=False)
+    return Target(device="cpu", interpret=True)
+
+
+class TritonExecutor:
+    name = "triton"
+
+    def __init__(self, graph, target, poison=False):
+        import torch
+
+        self.graph = graph
+        self.target = target
+        self.poison = poison
+        self.schedule = lower(graph)
+        self.names = value_names(graph)
+        self.sources = [generate(k, self.names, target) for k in self.schedule.kernels]
+        self.modules = [kernel_cache.load(text, target.interpret) for text in self.sources]
+        self.device = torch.device(target.device)
+        self.constants = {node: torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+                          for node, array in self.schedule.constants.items()}
+
+    def __call__(self, args):
+        import torch
+
+        env = dict(self.constants)
+        for node, array in zip(self.graph.inputs, args):
+            env[node] = torch.from_numpy(np.ascontiguousarray(array, dtype=node.dtype)).to(self.device)
+        with np.errstate(all="ignore"):         # the interpreter computes with NumPy: log(0) is -inf, quietly
+            for kernel, module in zip(self.schedule.kernels, self.modules):
+                inputs = [env[view.base] for view in kernel.inputs.values() if isinstance(view, View)]
+                outputs = [self._allocate(node) for node in kernel.outputs]
+                if all(o.numel() for o in outputs):
+                    module.launch(*inputs, *outputs)
+                env.update(zip(kernel.outputs, outputs))
+        results = []
+        for node in self.graph.outputs:
+            where = self.schedule.location(node)
+            if isinstance(where, Literal):
+                results.append(np.full(node.shape, where.value, dtype=node.dtype))
+                continue
+            value = torch.as_strided(env[where.base], where.shape, where.strides, where.offset)
+            results.append(value.cpu().numpy().copy())
+        return results
+
+    def _allocate(self, node):
+        import torch
+
+        out = torch.empty(node.shape, dtype=torch_dtype(node.dtype), device=self.device)
+        if self.poison:     # a kernel that forgets an element leaves this behind, and the tests see it
+            if node.dtype in ("float32", "float64"):
+                out.fill_(float("nan"))
+            elif node.dtype == "bool":
+                out.fill_(True)
+            else:
+                out.fill_(np.iinfo(node.dtype).min)
+        return out
+
+    def source(self):
+        return "\n\n".join(f"# ---- {k.name} ----\n{text}" for k, text in zip(self.schedule.kernels, self.sources))
+
+    def kernel_report(self):
+        """Per kernel: the bytes it reads (each input value once) and writes."""
+        rows = []
+        for kernel in self.schedule.kernels:
+            reads = sum(_distinct(v) * itemsize(n.dtype) for n, v in kernel.inputs.items() if isinstance(v, View))
+            writes = sum(n.numel * itemsize(n.dtype) for n in kernel.outputs)
+            rows.append({"name": kernel.name, "family": kernel.family,
+                         "nodes": [self.names[n] for n in kernel.nodes], "bytes_read": reads, "bytes_written": writes})
+        return rows
+
+    def files(self):
+        """(file name, text) of every kernel, numbered in launch order."""
+        return [(f"{k.index:02d}_{k.root.op}.py", text) for k, text in zip(self.schedule.kernels, self.sources)]
