@@ -178,24 +178,33 @@ class Program:
         return self.executor.source()
 
     def report(self):
+        """What the compile made: op counts per stage, kernels and the bytes each moves
+        (the Triton backends), and the seconds each pass took."""
+        kernels = self.executor.kernel_report()
         return {"backend": self.backend,
                 "nodes": {"forward": self.forward.num_ops,
                           "joint": self.joint.num_ops if self.joint else None,
                           "simplified": self.graph.num_ops},
+                "kernels": len(kernels),
+                "kernel_bytes": kernels,
+                "dram_bytes": sum(k["bytes_read"] + k["bytes_written"] for k in kernels),
                 "compile_seconds": dict(self.compile_seconds)}
 
     def dump(self, directory):
-        """Write the compile's artifacts: the traced, joint and simplified programs."""
+        """Write the compile's artifacts into `directory`: the traced, joint and simplified
+        programs, and every generated kernel under kernels/. Compiling twice writes the
+        same files."""
         import os
 
         os.makedirs(directory, exist_ok=True)
-        stages = [("00_trace.py", self.forward), ("01_joint.py", self.joint), ("02_simplified.py", self.graph)]
+        files = [("00_trace.py", self.forward), ("01_joint.py", self.joint), ("02_simplified.py", self.graph)]
+        files = [(name, str(graph)) for name, graph in files if graph is not None]
+        files += [(os.path.join("kernels", name), text) for name, text in self.executor.files()]
         written = []
-        for filename, graph in stages:
-            if graph is None:
-                continue
-            path = os.path.join(directory, filename)
-            _write_atomic(path, str(graph))
+        for name, text in files:
+            path = os.path.join(directory, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _write_atomic(path, text)
             written.append(path)
         return written
 

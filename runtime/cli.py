@@ -15,7 +15,15 @@ def main(argv=None):
     demo.add_argument("--lr", type=float, default=0.5)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="do not print the graphs")
+    kernels = commands.add_parser("kernels", help="write every generated Triton kernel of a model's training step")
+    kernels.add_argument("model", help="a zoo model (logreg, mlp, lenet, resnet) or path/to/file.py:function")
+    kernels.add_argument("--out", required=True, help="the folder to write (its numbered files are replaced)")
+    kernels.add_argument("--batch-size", type=int, default=64)
+    kernels.add_argument("--backend", default="interpret", choices=["triton", "interpret"])
     args = parser.parse_args(argv)
+
+    if args.command == "kernels":
+        return write_kernels(args.model, args.out, args.batch_size, args.backend)
 
     if args.command == "demo":
         from .demo import run
@@ -25,6 +33,31 @@ def main(argv=None):
         result = run(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      show_graphs=not args.quiet)
         return 0 if result["gradient_error"] < 1e-5 else 1
+    return 0
+
+
+def write_kernels(model_name, out, batch_size, backend):
+    import numpy as np
+
+    import compiler as C
+    from compiler.errors import ChainruleError
+
+    from .zoo import get
+
+    try:
+        model = get(model_name)
+    except ChainruleError as e:
+        print(f"chainrule: {e}", file=sys.stderr)
+        return 2
+    params = model.init(np.random.default_rng(0))
+    step = C.compile(model.loss, *model.specs(params, batch_size),
+                     grad_argnums=tuple(range(len(params))), backend=backend)
+    written = step.dump(out)
+    report = step.report()
+    print(f"{model.name}: {report['nodes']['forward']} forward ops, {report['nodes']['simplified']} ops in the "
+          f"training step, {report['kernels']} kernels")
+    for path in written:
+        print(f"  wrote {path}")
     return 0
 
 

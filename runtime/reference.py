@@ -66,3 +66,9 @@ class ReferenceExecutor:
 
     def source(self):
         return str(self.graph)
+
+    def kernel_report(self):
+        return []          # no kernels: one NumPy call per node
+
+    def files(self):
+        return []

@@ -4,6 +4,9 @@ and the `launch(...)` function that calls it."""
 from __future__ import annotations
 
 from . import pointwise, reduction
+from . import window
+from . import matmul
+from . import conv
 from .common import Target
 
 GENERATORS = {
@@ -12,6 +15,9 @@ GENERATORS = {
     "layout": pointwise.generate,      # pad and cat: pointwise with masked loads
     "source": pointwise.generate,      # iota and rand
     "reduction": reduction.generate,
+    "window": window.generate,
+    "matmul": matmul.generate,
+    "conv": conv.generate,
 }
 
 

@@ -8,6 +8,8 @@ pointwise too: only their loads are special.
 """
 from __future__ import annotations
 
+import re
+
 from ..lower import Literal, View
 from ..printer import node_code
 from ..lower import contiguous_strides
@@ -48,10 +50,11 @@ HELPERS = {
 
 def generate(kernel, names, target):
     src = KernelSource(kernel, names, family_note=f"pointwise, {len(kernel.nodes)} node(s)")
-    shape = kernel.outputs[0].shape
+    root = kernel.root
+    # A reshape copies its input in row-major order: iterate over the input's shape, store flat.
+    shape = root.inputs[0].shape if root.op == "reshape" else kernel.outputs[0].shape
     n = max(1, _numel(shape))
     block = target.pointwise_block(n)
-    root = kernel.root
     special = set(root.inputs) if root.op in ("pad", "cat") else set()   # loaded with masks of their own
     views = {}
     for node, view in kernel.inputs.items():
@@ -139,6 +142,11 @@ def _compute(node, value, views, index, names, src):
     raise NotImplementedError(f"no pointwise lowering for {op}")
 
 
+def _lanes(where):
+    """A masked load needs one address per lane, even when every lane reads one element."""
+    return where if re.search(r"\bi\d|\boffs\b", where) else f"{where} + 0 * offs"
+
+
 def _pad(node, views, index, names):
     """Output element i comes from x[(i - lo) / (interior + 1)] when that is a whole index
     inside x; otherwise it is zero."""
@@ -153,7 +161,8 @@ def _pad(node, views, index, names):
         conds += [f"({i} >= 0)", f"({i} < {size})"]
         source_index.append(i)
     inside = " & ".join(conds)
-    return [f"{names[node]} = tl.load({names[x]}_ptr + {address(views[x], source_index)}, mask={inside}, other=0)"]
+    return [f"{names[node]} = tl.load({names[x]}_ptr + {_lanes(address(views[x], source_index))}, mask={inside}, "
+            "other=0)"]
 
 
 def _cat(node, views, index, names):
@@ -164,7 +173,7 @@ def _cat(node, views, index, names):
         local = list(index)
         local[dim] = f"({index[dim]} - {start})" if start else index[dim]
         inside = f"({index[dim]} >= {start}) & ({index[dim]} < {start + x.shape[dim]})"
-        load = f"tl.load({names[x]}_ptr + {address(views[x], local)}, mask=mask & {inside}, other=0)"
+        load = f"tl.load({names[x]}_ptr + {_lanes(address(views[x], local))}, mask=mask & {inside}, other=0)"
         lines.append(f"{names[node]} = {load}" if k == 0 else
                      f"{names[node]} = tl.where({inside}, {load}, {names[node]})")
         start += x.shape[dim]

@@ -38,6 +38,12 @@ def generate(kernel, names, target):
     for d, name in zip(dims, col_index):
         index[d] = name
     where = address(view, index)
+    # The load needs a pointer for every (row, column) of the block, even where the view
+    # reads the same memory along rows or columns (a broadcast input): say so explicitly.
+    missing = [axis for axis, names_ in (("rows", row_index), ("cols", col_index))
+               if not any(n and n != "0" and n in where for n in names_)]
+    if missing:
+        where = f"{where} + 0 * ({' + '.join(missing)})"
     other = {"reduce_sum": "0", "reduce_max": "float('-inf')", "argmax": "float('-inf')"}[op]
     if x.dtype not in ("float32", "float64") and op != "reduce_sum":
         other = f"{_int_min(x.dtype)}"

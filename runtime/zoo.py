@@ -1,0 +1,125 @@
+"""The model zoo: small models for the 8x8 digits, written as plain DSL functions.
+
+A model is a loss function of (parameters..., x, y) and an initializer of its parameters.
+`chainrule kernels lenet` compiles the training step (loss and gradients) of one of them.
+A model of your own is `path/to/file.py:function`, where function() returns a `Model`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import ops as O
+from compiler.errors import ArgumentError
+from compiler.ir import mark_as_user_code
+
+mark_as_user_code(__file__)        # graphs of these models point at the lines below
+
+
+@dataclass
+class Model:
+    name: str
+    loss: Callable                 # loss(*params, x, y) -> scalar
+    init: Callable                 # init(rng) -> list of parameter arrays (float32)
+    image: bool = False            # inputs [N, 1, 8, 8] (else [N, 64])
+    classes: int = 10
+
+    def specs(self, params, batch):
+        x = O.spec((batch, 1, 8, 8) if self.image else (batch, 64))
+        return [O.spec(p.shape) for p in params] + [x, O.spec((batch,), "int64")]
+
+
+def he(rng, shape, fan_in):
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+
+def zeros(*shape):
+    return np.zeros(shape, np.float32)
+
+
+# -- logistic regression -------------------------------------------------------------------------
+
+def logreg_loss(w, b, x, y):
+    return O.cross_entropy(O.linear(x, w, b), y)
+
+
+def logreg_init(rng):
+    return [he(rng, (10, 64), 64) * 0.5, zeros(10)]
+
+
+# -- multilayer perceptron ---------------------------------------------------------------------
+
+def mlp_loss(w1, b1, w2, b2, w3, b3, x, y):
+    h = O.relu(O.linear(x, w1, b1))
+    h = O.relu(O.linear(h, w2, b2))
+    return O.cross_entropy(O.linear(h, w3, b3), y)
+
+
+def mlp_init(rng):
+    return [he(rng, (128, 64), 64), zeros(128), he(rng, (64, 128), 128), zeros(64), he(rng, (10, 64), 64), zeros(10)]
+
+
+# -- LeNet-style CNN -----------------------------------------------------------------------------
+
+def lenet_loss(c1, cb1, c2, cb2, w1, b1, w2, b2, x, y):
+    h = O.max_pool2d(O.relu(O.conv2d(x, c1, cb1, padding=1)), 2)       # [N, 6, 4, 4]
+    h = O.max_pool2d(O.relu(O.conv2d(h, c2, cb2, padding=1)), 2)       # [N, 16, 2, 2]
+    h = O.relu(O.linear(O.flatten(h, 1), w1, b1))
+    return O.cross_entropy(O.linear(h, w2, b2), y)
+
+
+def lenet_init(rng):
+    return [he(rng, (6, 1, 3, 3), 9), zeros(6), he(rng, (16, 6, 3, 3), 54), zeros(16),
+            he(rng, (84, 64), 64), zeros(84), he(rng, (10, 84), 84), zeros(10)]
+
+
+# -- a small residual network with batch norm ------------------------------------------------------
+
+def resnet_loss(stem, g0, b0, c1, g1, b1, c2, g2, b2, w, b, x, y):
+    h = O.relu(O.batch_norm(O.conv2d(x, stem, padding=1), None, None, g0, b0, training=True))
+    skip = h
+    h = O.relu(O.batch_norm(O.conv2d(h, c1, padding=1), None, None, g1, b1, training=True))
+    h = O.batch_norm(O.conv2d(h, c2, padding=1), None, None, g2, b2, training=True)
+    h = O.relu(h + skip)                                                  # the residual connection
+    h = O.flatten(O.adaptive_avg_pool2d(h, 1), 1)
+    return O.cross_entropy(O.linear(h, w, b), y)
+
+
+def resnet_init(rng, width=16):
+    ones = np.ones(width, np.float32)
+    return [he(rng, (width, 1, 3, 3), 9), ones, zeros(width),
+            he(rng, (width, width, 3, 3), 9 * width), ones.copy(), zeros(width),
+            he(rng, (width, width, 3, 3), 9 * width), ones.copy(), zeros(width),
+            he(rng, (10, width), width), zeros(10)]
+
+
+ZOO = {
+    "logreg": Model("logreg", logreg_loss, logreg_init),
+    "mlp": Model("mlp", mlp_loss, mlp_init),
+    "lenet": Model("lenet", lenet_loss, lenet_init, image=True),
+    "resnet": Model("resnet", resnet_loss, resnet_init, image=True),
+}
+
+
+def get(name):
+    """A zoo model by name, or `path/to/file.py:function` returning a Model."""
+    if name in ZOO:
+        return ZOO[name]
+    if ":" in name:
+        path, function = name.rsplit(":", 1)
+        if not os.path.isfile(path):
+            raise ArgumentError(f"model file {path!r} does not exist")
+        spec = importlib.util.spec_from_file_location(f"chainrule_user_model_{abs(hash(path))}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not hasattr(module, function):
+            raise ArgumentError(f"{path} has no function {function!r}")
+        model = getattr(module, function)()
+        if not isinstance(model, Model):
+            raise ArgumentError(f"{name}() must return a runtime.zoo.Model, got {type(model).__name__}")
+        return model
+    raise ArgumentError(f"unknown model {name!r}: choose one of {', '.join(ZOO)} or give path/to/file.py:function")
