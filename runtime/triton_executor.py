@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.codegen import Target, generate
+from compiler.codegen.common import kernel_names
 from compiler.lower import Literal, View, lower
 from compiler.printer import value_names
 
@@ -58,7 +59,7 @@ class TritonExecutor:
         self.target = target
         self.poison = poison
         self.schedule = lower(graph)
-        self.names = value_names(graph)
+        self.names = kernel_names(value_names(graph))
         self.sources = [generate(k, self.names, target) for k in self.schedule.kernels]
         self.modules = [kernel_cache.load(text, target.interpret) for text in self.sources]
         self.device = torch.device(target.device)

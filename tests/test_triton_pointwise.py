@@ -158,3 +158,17 @@ def test_generated_source_reads_well(rng):
     assert "@triton.jit" in text and "def launch(" in text
     assert "from test_triton_pointwise.py:" in text          # the user's line, in the kernel's header
     assert "# t1 = mul(t0, 2.0)" in text                     # every line says which node it computes
+
+
+def test_inputs_named_like_kernel_variables(rng):
+    """A graph input called mask, rows, n, c, x or k must not overwrite a kernel's own variables."""
+    def f(mask, rows, n, c, x, k):
+        return O.sum(O.conv2d(mask, rows) * 2.0) + O.sum(x * n) + O.sum(O.max_pool2d(mask, 2)) + O.sum(c @ k)
+
+    arrays = [nonzero(rng, s, dtype=np.float32) for s in [(2, 3, 6, 6), (4, 3, 3, 3), (5,), (4, 4), (5,), (4, 2)]]
+    argnums = tuple(range(6))
+    want_value, want_grads = C.value_and_grad(f, argnums=argnums, backend="reference")(*arrays)
+    value, grads = C.value_and_grad(f, argnums=argnums, backend="interpret")(*arrays)
+    assert rel_error(value, want_value) < 1e-5
+    for got, want in zip(grads, want_grads):
+        assert rel_error(got, want) < 1e-4

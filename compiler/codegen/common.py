@@ -56,6 +56,27 @@ class Target:
         return max(16, min(next_pow2(size), cpu_max if self.interpret else gpu))
 
 
+# Names the generators use for their own variables. A graph input called `mask` or `rows`
+# (its kernels name values after it: `mask`, `mask_ptr`, `mask_tile`) is renamed `mask_in`.
+KERNEL_WORDS = {
+    "acc", "batch", "best", "best_index", "better", "block_best", "block_index", "c", "chosen", "col", "col_mask",
+    "cols", "e", "grid", "h_ok", "in_h", "in_w", "inside", "k_mask", "k_start", "kh", "ks", "kw", "launch",
+    "magnitude", "mask", "meta", "n", "negative", "o", "odd", "offs", "ok", "out_h", "out_mask", "out_w", "power",
+    "row", "row_mask", "rows", "sigmoid", "start", "t", "tanh", "tile", "tiles_across", "tl", "total", "triton",
+    "w_ok", "y_is_int", "BLOCK", "BLOCK_COLS", "BLOCK_K", "BLOCK_M", "BLOCK_N", "BLOCK_ROWS"}
+
+
+def kernel_names(names):
+    """The printed program's value names, made safe to use inside generated kernels."""
+    import re
+
+    def clashes(name):
+        derived = {name, f"{name}_mask", f"{name}_tile", f"{name}_value", f"{name}_left", f"{name}_right"}
+        return bool(derived & KERNEL_WORDS) or re.fullmatch(r"[irbcv]\d+|out_[hw]_.*", name) is not None
+
+    return {node: f"{name}_in" if name.isidentifier() and clashes(name) else name for node, name in names.items()}
+
+
 def literal_code(lit: Literal):
     """A scalar constant as Triton source."""
     value = lit.value
@@ -94,6 +115,9 @@ def digits(shape, flat, var="i", only=None):
         expr = flat if step == 1 else f"({flat} // {step})"
         if d > 0:
             expr = f"{expr} % {size}"
+        if expr == flat:                 # the only dimension that varies: the flat index itself
+            names.append(flat)
+            continue
         name = f"{var}{d}"
         lines.append((d, f"{name} = {expr}"))
         names.append(name)

@@ -59,15 +59,15 @@ def generate(kernel, names, target):
     if op == "reduce_sum" and x.dtype == "bool":
         load += ".to(tl.int64)"
     step = [f"cols = {'start + ' if not persistent else ''}tl.arange(0, BLOCK_COLS)[None, :]",
-            f"mask = row_mask & (cols < {cols})"] + [line for _, line in col_lines] + [f"x = {load}"]
+            f"mask = row_mask & (cols < {cols})"] + [line for _, line in col_lines] + [f"{xn} = {load}"]
     if persistent:
         body += [f"    {line}" for line in step]
-        body += [f"    {line}" for line in _reduce_block(op, out, acc_dtype)]
+        body += [f"    {line}" for line in _reduce_block(op, out, acc_dtype, x.dtype, xn)]
     else:
         body += [f"    {line}" for line in _init(op, acc_dtype, other)]
         body.append(f"    for start in range(0, {cols}, BLOCK_COLS):")
         body += [f"        {line}" for line in step]
-        body += [f"        {line}" for line in _accumulate(op, acc_dtype)]
+        body += [f"        {line}" for line in _accumulate(op, acc_dtype, x.dtype, xn)]
         body += [f"    {line}" for line in _finish(op, out)]
     body.append(f"    tl.store({out}_ptr + rows, {out}[:, None], mask=row_mask)")
     src.body = body
@@ -90,12 +90,17 @@ def _int_min(dtype):
     return int(np.iinfo(dtype).min) if dtype != "bool" else 0
 
 
-def _reduce_block(op, out, acc_dtype):
+def _reduce_block(op, out, acc_dtype, x_dtype, x):
     if op == "reduce_sum":
-        return [f"{out} = tl.sum(x.to({acc_dtype}), axis=1)"]
+        return [f"{out} = tl.sum({_as(acc_dtype, x_dtype, x)}, axis=1)"]
     if op == "reduce_max":
-        return [f"{out} = tl.max(x, axis=1)"]
-    return [f"{out} = tl.argmax(x, axis=1, tie_break_left=True).to(tl.int64)   # the first max, as torch"]
+        return [f"{out} = tl.max({x}, axis=1)"]
+    return [f"{out} = tl.argmax({x}, axis=1, tie_break_left=True).to(tl.int64)   # the first max, as torch"]
+
+
+def _as(acc_dtype, x_dtype, x):
+    """x in the accumulator's dtype (a cast only when they differ)."""
+    return x if acc_dtype == TL_DTYPE[x_dtype] else f"{x}.to({acc_dtype})"
 
 
 def _init(op, acc_dtype, lowest):
@@ -107,13 +112,13 @@ def _init(op, acc_dtype, lowest):
             "best_index = tl.zeros((BLOCK_ROWS,), tl.int64)"]
 
 
-def _accumulate(op, acc_dtype):
+def _accumulate(op, acc_dtype, x_dtype, x):
     if op == "reduce_sum":
-        return [f"total += tl.sum(x.to({acc_dtype}), axis=1)"]
+        return [f"total += tl.sum({_as(acc_dtype, x_dtype, x)}, axis=1)"]
     if op == "reduce_max":
-        return ["best = tl.maximum(best, tl.max(x, axis=1))"]
-    return ["block_best = tl.max(x, axis=1)",
-            "block_index = start + tl.argmax(x, axis=1, tie_break_left=True).to(tl.int64)",
+        return [f"best = tl.maximum(best, tl.max({x}, axis=1))"]
+    return [f"block_best = tl.max({x}, axis=1)",
+            f"block_index = start + tl.argmax({x}, axis=1, tie_break_left=True).to(tl.int64)",
             "better = block_best > best          # strictly: an earlier max wins a tie",
             "best_index = tl.where(better, block_index, best_index)",
             "best = tl.where(better, block_best, best)"]
