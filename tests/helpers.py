@@ -17,3 +17,25 @@ def rel_error(got, want):
     assert got.shape == want.shape, f"shape {got.shape} != {want.shape}"
     scale = np.linalg.norm(want)
     return float(np.linalg.norm(got - want) / (scale if scale > 0 else 1.0))
+
+
+def run_both(fn, *arrays):
+    """(reference outputs, Triton outputs) of fn traced on `arrays`; the Triton outputs are
+    poisoned with NaN before every launch, so an element a kernel forgets stays NaN."""
+    import compiler as C
+    from compiler.codegen import Target
+    from runtime.reference import run_graph
+    from runtime.triton_executor import TritonExecutor
+
+    graph = C.trace(fn, *arrays)
+    return run_graph(graph, list(arrays)), TritonExecutor(graph, Target(), poison=True)(list(arrays))
+
+
+def assert_close(want, got, tol=1e-5):
+    for w, g in zip(want, got):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if w.dtype.kind == "f":
+            assert np.array_equal(np.isnan(g), np.isnan(w)), "an output element was never written"
+            assert rel_error(np.nan_to_num(g), np.nan_to_num(w)) < tol
+        else:
+            assert np.array_equal(g, w)

@@ -7,27 +7,8 @@ import pytest
 import compiler as C
 import ops as O
 from compiler.codegen import Target
-from runtime.reference import run_graph
 from runtime.triton_executor import TritonExecutor
-from tests.helpers import nonzero, positive, rel_error
-
-
-def run_both(fn, *arrays):
-    """(reference outputs, Triton outputs) of fn traced on `arrays`."""
-    graph = C.trace(fn, *arrays)
-    want = run_graph(graph, list(arrays))
-    got = TritonExecutor(graph, Target(), poison=True)(list(arrays))
-    return want, got
-
-
-def assert_close(want, got, tol=1e-5):
-    for w, g in zip(want, got):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        if w.dtype.kind == "f":
-            assert not np.isnan(g).any() or np.isnan(w).any(), "an output element was never written"
-            assert rel_error(g, w) < tol
-        else:
-            assert np.array_equal(g, w)
+from tests.helpers import assert_close, nonzero, positive, rel_error, run_both
 
 
 UNARY = [O.neg, O.exp, O.tanh, O.sigmoid, O.abs, O.relu, lambda x: O.leaky_relu(x, 0.1),

@@ -10,27 +10,8 @@ import compiler as C
 import ops as O
 from compiler.codegen import Target
 from ops import primitives as P
-from runtime.reference import run_graph
 from runtime.triton_executor import TritonExecutor
-from tests.helpers import nonzero, positive, rel_error
-
-
-def run_both(fn, *arrays):
-    """(reference outputs, Triton outputs with poisoned buffers) of fn traced on `arrays`."""
-    graph = C.trace(fn, *arrays)
-    want = run_graph(graph, list(arrays))
-    got = TritonExecutor(graph, Target(), poison=True)(list(arrays))
-    return want, got
-
-
-def assert_close(want, got, tol=1e-5):
-    for w, g in zip(want, got):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        if w.dtype.kind == "f":
-            assert not np.isnan(g).any(), "an output element was never written"
-            assert rel_error(g, w) < tol
-        else:
-            assert np.array_equal(g, w)
+from tests.helpers import assert_close, nonzero, positive, rel_error, run_both
 
 
 def window(kernel_size, stride, padding, dilation):

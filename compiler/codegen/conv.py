@@ -268,7 +268,7 @@ def _emit(kernel, names, target, gemm):
         f"    # the conv GEMM: {out}[m, col] = Σ_k A[m, k] · B[k, col], with",
         f"    #   rows m = {_group(gemm.rows)}, columns col = {_group(gemm.cols)}, "
         f"reduction k = {_group(gemm.reduction)}",
-        f"    # this program computes a BLOCK_M x BLOCK_N tile of it",
+        "    # this program computes a BLOCK_M x BLOCK_N tile of it",
         f"    {row} = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)",
         f"    row_mask = {row} < {m}"]
     body += [f"    {line}" for line in _split(row, gemm.rows, code)]
@@ -276,7 +276,7 @@ def _emit(kernel, names, target, gemm):
              f"    col_mask = {col} < {n}"]
     body += [f"    {line}" for line in _split(col, gemm.cols, code)]
     body += [f"    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype={acc_dtype})",
-             f"    # walk the reduction BLOCK_K at a time",
+             "    # walk the reduction BLOCK_K at a time",
              f"    for k_start in range(0, {k}, BLOCK_K):",
              f"        {ks} = k_start + tl.arange(0, BLOCK_K)",
              f"        k_mask = {ks} < {k}"]

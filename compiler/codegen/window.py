@@ -220,7 +220,7 @@ def _gather_back(kernel, index, window, visit):
             f"    # the window out_h whose position kh lies on row in_h: {_cell('out_h', sh, ph, 'kh', dh)} == in_h",
             *[f"    {line}" for line in row],
             f"    for kw in tl.static_range({kw}):",
-            f"        # and the window out_w whose position kw lies on column in_w",
+            "        # and the window out_w whose position kw lies on column in_w",
             *[f"        {line}" for line in col],
             "        ok = mask & h_ok & w_ok",
             *[f"        {line}" for line in visit("ok", [n, c, "out_h", "out_w"])]]
