@@ -19,7 +19,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from compiler.errors import DTypeError, ShapeError
 
 from .dtypes import is_float, promote
-from .primitive import CONV, LAYOUT, MATMUL, POINTWISE, REDUCTION, REGISTRY, SOURCE, WINDOW, Primitive
+from .primitive import CONV, LAYOUT, MATMUL, POINTWISE, REDUCTION, REGISTRY, SOURCE, WINDOW, Primitive, const  # noqa: F401  (const: for printed programs)
 from .random import philox_uniform
 from .tensor import DTypeMaker
 
