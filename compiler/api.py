@@ -133,7 +133,7 @@ class Program:
     """One compiled function for fixed input specs: its graphs at every stage, its executor,
     and what the compile cost."""
 
-    def __init__(self, fn, specs, static=None, grad_argnums=None, backend=None, with_value=True):
+    def __init__(self, fn, specs, static=None, grad_argnums=None, backend=None, with_value=True, remat=False):
         from runtime.backends import executor_for, resolve
 
         self.backend = resolve(backend)
@@ -153,6 +153,13 @@ class Program:
         start = time.perf_counter()
         self.graph = simplify(self.joint or self.forward)
         self._lap("simplify", start)
+        self.remat, self.before_remat = remat, None
+        if remat:              # recompute cheap pointwise values in the backward (compiler/remat.py)
+            from .remat import rematerialize
+
+            start = time.perf_counter()
+            self.before_remat, self.graph = self.graph, rematerialize(self.graph)
+            self._lap("remat", start)
         start = time.perf_counter()
         self.executor = executor_for(self.graph, self.backend)
         self._lap("lower", start)
@@ -177,28 +184,71 @@ class Program:
         """The code this program runs (for the reference backend: the graph as Python)."""
         return self.executor.source()
 
+    @property
+    def memory(self):
+        """The MemoryPlan of this step (compiler/memory.py): the one the Triton executor runs
+        from, or, for the reference backend (which frees each value after its last use and
+        has no arena), the plan the Triton backends make for the same graph, fused and lowered
+        the same way, so every backend reports the same numbers."""
+        plan = getattr(self.executor, "plan", None)
+        if plan is None:
+            if getattr(self, "_memory", None) is None:
+                from .fusion import fuse
+                from .lower import lower
+                from .memory import plan_memory
+
+                self._memory = plan_memory(lower(self.graph, fuse(self.graph)))
+            plan = self._memory
+        return plan
+
     def report(self):
         """What the compile made: op counts per stage, kernels and the bytes each moves
-        (the Triton backends), and the seconds each pass took."""
+        (the Triton backends), the memory plan's arena against its lower bound (most bytes
+        live at once) and against no reuse (the reference backend reports the plan the
+        Triton backends would run, see `memory`), and the seconds each pass took."""
+        from .lower import lower
+
         kernels = self.executor.kernel_report()
+        memory = self.memory
         return {"backend": self.backend,
                 "nodes": {"forward": self.forward.num_ops,
                           "joint": self.joint.num_ops if self.joint else None,
                           "simplified": self.graph.num_ops},
                 "kernels": len(kernels),
+                "unfused_kernels": len(lower(self.graph).kernels),
                 "kernel_bytes": kernels,
                 "dram_bytes": sum(k["bytes_read"] + k["bytes_written"] for k in kernels),
+                "arena_bytes": memory.arena_bytes,
+                "live_lower_bound_bytes": memory.live_lower_bound_bytes,
+                "no_reuse_bytes": memory.no_reuse_bytes,
+                **self._saved_bytes(),
                 "compile_seconds": dict(self.compile_seconds)}
+
+    def _saved_bytes(self):
+        """Bytes the forward keeps for the backward (compiler/saved.py), before and after remat."""
+        from .saved import saved_bytes
+
+        out = {"saved_bytes": saved_bytes(self.graph)}
+        if self.remat:
+            out["saved_bytes_before_remat"] = saved_bytes(self.before_remat)
+        return out
 
     def dump(self, directory):
         """Write the compile's artifacts into `directory`: the traced, joint and simplified
-        programs, and every generated kernel under kernels/. Compiling twice writes the
-        same files."""
+        programs, the memory plan (04_memory.txt), and every generated kernel under kernels/.
+        Compiling twice writes the same files."""
         import os
 
         os.makedirs(directory, exist_ok=True)
         files = [("00_trace.py", self.forward), ("01_joint.py", self.joint), ("02_simplified.py", self.graph)]
         files = [(name, str(graph)) for name, graph in files if graph is not None]
+        from .fusion import fuse
+
+        files.append(("03_fusion.txt", (getattr(self.executor, "fusion", None) or fuse(self.graph)).text()))
+        files.append(("04_memory.txt", self.memory.text()))
+        from .saved import saved_report
+
+        files.append(("05_saved.txt", saved_report(self.graph, before=self.before_remat)))
         files += [(os.path.join("kernels", name), text) for name, text in self.executor.files()]
         written = []
         for name, text in files:
@@ -243,10 +293,10 @@ def _positions(graph, static, argnums):
     return tuple(positions)
 
 
-def compile(fn, *specs, grad_argnums=None, backend=None):
+def compile(fn, *specs, grad_argnums=None, backend=None, remat=False):
     """Compile fn for inputs described by `specs`. With grad_argnums, the Program returns
     (value, gradients)."""
-    return Program(fn, specs, grad_argnums=grad_argnums, backend=backend)
+    return Program(fn, specs, grad_argnums=grad_argnums, backend=backend, remat=remat)
 
 
 # -- transformations with a cache per input signature -----------------------------------------

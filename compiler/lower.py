@@ -79,10 +79,20 @@ class Kernel:
     nodes: list
     inputs: dict = field(default_factory=dict)      # node -> View | Literal
     outputs: list = field(default_factory=list)
+    space: tuple = ()                               # a fused group's iteration space (see fusion.space_of)
+
+    @property
+    def label(self):
+        """What the kernel computes, in a word: its node's op, or for a fused group the
+        composites its nodes come from (softmax, layer_norm, conv2d_relu)."""
+        if len(self.nodes) == 1:
+            return self.nodes[0].op
+        parts = list(dict.fromkeys(n.scope[0] if n.scope else n.op for n in self.nodes if n.op != "expand"))
+        return "_".join(parts) if len(parts) <= 3 else f"{parts[0]}_to_{parts[-1]}"
 
     @property
     def name(self):
-        return f"k{self.index:02d}_{self.nodes[-1].op}"
+        return f"k{self.index:02d}_{self.label}"
 
     @property
     def root(self):
@@ -110,9 +120,17 @@ class Schedule:
 VIEW_OPS = ("reshape", "permute", "expand", "slice")
 
 
-def lower(graph):
-    """Graph -> Schedule, one kernel per computing node."""
-    views, literals, buffers, constants, kernels = {}, {}, [], {}, []
+def lower(graph, plan=None):
+    """Graph -> Schedule: one kernel per computing node, or one per group of a FusionPlan.
+
+    First every value gets its place (a buffer, a view of one, or a literal); then the
+    kernels are put in an order where each runs after the kernels whose buffers it reads."""
+    views, literals, buffers, constants = {}, {}, [], {}
+    groups = [g for g in plan.groups if len(g) > 1] if plan is not None else []
+    fused = {n for g in groups for n in g}
+    users = graph.users() if groups else {}
+    stored = {n for g in groups for n in g if n in graph.outputs or any(u not in set(g) for u in users[n])}
+    singles = []
     for node in graph.nodes:
         if node.op == "input":
             views[node] = View.of(node)
@@ -123,19 +141,70 @@ def lower(graph):
             views[node] = View.of(node)
             buffers.append(node)
             constants[node] = np.asarray(node.attrs["value"], dtype=node.dtype)
+        elif node in fused:
+            if node in stored:
+                views[node] = View.of(node)
+                buffers.append(node)
         elif node.op in VIEW_OPS and _as_view(node, views, literals) is not None:
             views[node] = _as_view(node, views, literals)
         else:
-            kernel = Kernel(len(kernels), REGISTRY[node.op].family, [node])
-            for i in node.inputs:
-                kernel.inputs[i] = literals.get(i) or views[i]
-            if node.op in VIEW_OPS:                  # a reshape of a strided view: copy it
-                kernel.family = "copy"
-            kernel.outputs.append(node)
-            kernels.append(kernel)
+            singles.append(node)
             views[node] = View.of(node)
             buffers.append(node)
+    units = [_kernel([n], [n], "copy" if n.op in VIEW_OPS else REGISTRY[n.op].family, views, literals)
+             for n in singles]
+    for g in groups:
+        space = fusion_space(g)
+        unit = _kernel(g, [n for n in g if n in stored], space[0], views, literals)
+        unit.space = space[1:]
+        units.append(unit)
+    kernels = _in_dependency_order(units, {n: i for i, n in enumerate(graph.nodes)})
+    for index, kernel in enumerate(kernels):
+        kernel.index = index
     return Schedule(graph, kernels, views, literals, buffers, constants)
+
+
+def fusion_space(group):
+    from .fusion import space_of
+
+    return space_of(group)
+
+
+def _kernel(nodes, outputs, family, views, literals):
+    members = set(nodes)
+    kernel = Kernel(0, family, list(nodes))
+    for node in nodes:
+        for i in node.inputs:
+            if i not in members and i not in kernel.inputs:
+                kernel.inputs[i] = literals.get(i) or views[i]
+    kernel.outputs = list(outputs)
+    return kernel
+
+
+def _in_dependency_order(units, position):
+    """Kernels ordered so that each comes after the writers of the buffers it reads; among
+    the ready ones, the one whose first node comes first in the graph."""
+    import heapq
+
+    writer = {out: k for k, unit in enumerate(units) for out in unit.outputs}
+    needs = {k: {writer[v.base] for v in unit.inputs.values() if isinstance(v, View) and v.base in writer} - {k}
+             for k, unit in enumerate(units)}
+    waiting_on_me = {k: [] for k in range(len(units))}
+    for k, deps in needs.items():
+        for d in deps:
+            waiting_on_me[d].append(k)
+    ready = [(position[units[k].nodes[0]], k) for k, deps in needs.items() if not deps]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, k = heapq.heappop(ready)
+        order.append(units[k])
+        for j in waiting_on_me[k]:
+            needs[j].discard(k)
+            if not needs[j]:
+                heapq.heappush(ready, (position[units[j].nodes[0]], j))
+    assert len(order) == len(units), "the kernels depend on each other in a cycle (a fusion bug)"
+    return order
 
 
 def _as_view(node, views, literals):

@@ -3,7 +3,9 @@
 On a GPU the kernels are compiled by Triton; without one they run under Triton's
 interpreter on CPU tensors. NumPy arrays go in and come out; in between, values are torch
 tensors on the device, and a value that is a view (a transpose, a broadcast, a slice) is
-never copied: the next kernel reads it through its strides.
+never copied: the next kernel reads it through its strides. Kernel outputs are views into
+one arena per program (a uint8 tensor), at the offsets of the memory plan (compiler/memory.py);
+results are copied out of it.
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import numpy as np
 
 from compiler.codegen import Target, generate
 from compiler.codegen.common import kernel_names
+from compiler import fusion
 from compiler.lower import Literal, View, lower
+from compiler.memory import plan_memory, verify
 from compiler.printer import value_names
 
 from . import kernel_cache
@@ -52,23 +56,32 @@ def make_target(backend):
 class TritonExecutor:
     name = "triton"
 
-    def __init__(self, graph, target, poison=False):
+    def __init__(self, graph, target, poison=False, fuse=True):
         import torch
 
         self.graph = graph
         self.target = target
         self.poison = poison
-        self.schedule = lower(graph)
+        self.fusion = fusion.fuse(graph) if fuse else None
+        self.schedule = lower(graph, self.fusion)
         self.names = kernel_names(value_names(graph))
         self.sources = [generate(k, self.names, target) for k in self.schedule.kernels]
         self.modules = [kernel_cache.load(text, target.interpret) for text in self.sources]
         self.device = torch.device(target.device)
         self.constants = {node: torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
                           for node, array in self.schedule.constants.items()}
+        # every kernel output lives in one arena, at the offset the memory plan gives it
+        self.plan = plan_memory(self.schedule, alignment=256 if target.device == "cuda" else 64)
+        verify(self.plan)
+        self.offsets = self.plan.offsets
+        self.in_place = self.plan.in_place
+        self.arena = None
 
     def __call__(self, args):
         import torch
 
+        if self.arena is None:          # one arena per program, reused by every call
+            self.arena = torch.empty(self.plan.arena_bytes, dtype=torch.uint8, device=self.device)
         env = dict(self.constants)
         for node, array in zip(self.graph.inputs, args):
             env[node] = torch.from_numpy(np.ascontiguousarray(array, dtype=node.dtype)).to(self.device)
@@ -85,15 +98,17 @@ class TritonExecutor:
             if isinstance(where, Literal):
                 results.append(np.full(node.shape, where.value, dtype=node.dtype))
                 continue
-            value = torch.as_strided(env[where.base], where.shape, where.strides, where.offset)
-            results.append(value.cpu().numpy().copy())
+            base = env[where.base]     # as_strided's offset counts from the start of the storage
+            value = torch.as_strided(base, where.shape, where.strides, base.storage_offset() + where.offset)
+            results.append(value.cpu().numpy().copy())      # a copy: the arena is overwritten by the next call
         return results
 
     def _allocate(self, node):
-        import torch
-
-        out = torch.empty(node.shape, dtype=torch_dtype(node.dtype), device=self.device)
-        if self.poison:     # a kernel that forgets an element leaves this behind, and the tests see it
+        start = self.offsets[node]
+        out = self.arena[start:start + node.numel * itemsize(node.dtype)].view(torch_dtype(node.dtype)).view(node.shape)
+        # a kernel that forgets an element leaves the poison behind, and the tests see it; an output
+        # written in place over its input holds that input, which the kernel has yet to read
+        if self.poison and node not in self.in_place:
             if node.dtype in ("float32", "float64"):
                 out.fill_(float("nan"))
             elif node.dtype == "bool":
@@ -117,4 +132,4 @@ class TritonExecutor:
 
     def files(self):
         """(file name, text) of every kernel, numbered in launch order."""
-        return [(f"{k.index:02d}_{k.root.op}.py", text) for k, text in zip(self.schedule.kernels, self.sources)]
+        return [(f"{k.index:02d}_{k.label}.py", text) for k, text in zip(self.schedule.kernels, self.sources)]

@@ -3,10 +3,7 @@
 and the `launch(...)` function that calls it."""
 from __future__ import annotations
 
-from . import pointwise, reduction
-from . import window
-from . import matmul
-from . import conv
+from . import conv, matmul, pointwise, reduction, rows, window
 from .common import Target
 
 GENERATORS = {
@@ -15,6 +12,7 @@ GENERATORS = {
     "layout": pointwise.generate,      # pad and cat: pointwise with masked loads
     "source": pointwise.generate,      # iota and rand
     "reduction": reduction.generate,
+    "rows": rows.generate,             # reductions fused with their pointwise neighbours
     "window": window.generate,
     "matmul": matmul.generate,
     "conv": conv.generate,

@@ -175,10 +175,12 @@ class KernelSource:
     def header(self):
         k = self.kernel
         lines = [f'"""{k.name}: {self.family_note or k.family}', "", "computes:"]
+        quoted = set()
         for node in k.nodes:
             lines.append(f"    {node_code(node, self.names)}    # {node_comment(node)}")
             code = source_text(node.source)
-            if code:
+            if code and node.source not in quoted:          # each line of the user's code once
+                quoted.add(node.source)
                 lines.append(f"        from {node.source}:  {code}")
         reads = [f"{self.names[n]} {describe(v, n.dtype)}" for n, v in k.inputs.items() if isinstance(v, View)]
         if reads:

@@ -49,7 +49,9 @@ HELPERS = {
 
 
 def generate(kernel, names, target):
-    src = KernelSource(kernel, names, family_note=f"pointwise, {len(kernel.nodes)} node(s)")
+    computed = [n for n in kernel.nodes if n.op != "expand"]
+    src = KernelSource(kernel, names, family_note="pointwise" if len(computed) == 1 else
+                       f"{len(computed)} pointwise nodes fused: the intermediates stay in registers")
     root = kernel.root
     # A reshape copies its input in row-major order: iterate over the input's shape, store flat.
     shape = root.inputs[0].shape if root.op == "reshape" else kernel.outputs[0].shape
@@ -60,7 +62,7 @@ def generate(kernel, names, target):
     for node, view in kernel.inputs.items():
         broadcast = isinstance(view, View) and node not in special and view.shape != shape
         views[node] = view.expand(shape) if broadcast else view
-    needed = set(range(len(shape))) if root.op in ("iota", "pad", "cat") else set()
+    needed = set(range(len(shape))) if any(n.op in ("iota", "pad", "cat") for n in kernel.nodes) else set()
     for node, view in views.items():
         if isinstance(view, View) and not _is_flat(view, shape):
             needed |= dims_needed(view)

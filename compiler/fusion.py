@@ -1,0 +1,214 @@
+"""Fusion: which nodes of a graph share one kernel, and for every pair that does not, why.
+
+Without fusion every node is a kernel that reads its inputs from memory and writes its
+result back. Pointwise nodes over the same elements can instead run in one kernel that
+keeps the intermediates in registers: `exp(x - m) / s` reads x, m and s once and writes
+one result. This pass groups them, greedily, in graph order:
+
+* a pointwise consumer joins the group of a pointwise producer (vertical fusion), also
+  through an `expand` (a broadcast only repeats values, it does not move them);
+* never when the merged group would depend on itself through a node outside it (a cycle);
+* never beyond `max_group` nodes;
+* a producer whose value is also needed elsewhere must have the group's shape (it is
+  stored, and a group stores whole elements of its iteration space).
+
+It returns a `FusionPlan`: the groups, and the reason for every producer/consumer pair
+that stayed apart, in words (`03_fusion.txt`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ops.primitive import REGISTRY
+from ops.primitives import broadcast_shapes
+
+from .errors import ShapeError
+
+from .lower import VIEW_OPS
+from .printer import value_names
+
+POINTWISE_FAMILIES = ("pointwise",)
+SOURCE_OPS = ("iota", "rand")        # pointwise over their own shape: fusable at the group's full shape
+
+
+@dataclass
+class FusionPlan:
+    graph: object
+    groups: list                                   # lists of nodes, in graph order
+    group_of: dict                                 # node -> index into groups
+    rejected: list = field(default_factory=list)   # (producer, consumer, reason)
+
+    def text(self):
+        """03_fusion.txt: every kernel group, then every pair that did not fuse and why."""
+        names = value_names(self.graph)
+        lines = [f"{len([g for g in self.groups if _computes(g)])} kernels for {self.graph.name} "
+                 f"({sum(len(g) for g in self.groups)} nodes)", ""]
+        for index, group in enumerate(g for g in self.groups if _computes(g)):
+            where = sorted({str(n.source) for n in group if n.source})
+            lines.append(f"kernel {index}: {', '.join(names[n] for n in group)}  "
+                         f"[{' '.join(n.op for n in group)}]  {', '.join(where)}")
+        lines += ["", "did not fuse:"]
+        for producer, consumer, reason in self.rejected:
+            lines.append(f"  {names[producer]} ({producer.op}) -> {names[consumer]} ({consumer.op}): {reason}")
+        if not self.rejected:
+            lines.append("  (every pair fused)")
+        return "\n".join(lines) + "\n"
+
+
+def _computes(group):
+    return any(n.op not in VIEW_OPS for n in group)
+
+
+ROW_REDUCTIONS = ("reduce_sum", "reduce_max")
+ROW_LIMIT = 4096          # a row kernel keeps whole rows in registers: at most this many elements
+
+
+def _fusable_member(node):
+    """Can this node live inside a pointwise group, or a row group around a reduction?"""
+    if node.op == "expand" or node.op in ROW_REDUCTIONS:
+        return True
+    return REGISTRY[node.op].family in POINTWISE_FAMILIES or node.op in SOURCE_OPS
+
+
+def space_of(group):
+    """The iteration space of a group: ("rows", shape, dims) around its reductions, or
+    ("pointwise", shape)."""
+    reductions = [n for n in group if n.op in ROW_REDUCTIONS]
+    if reductions:
+        r = reductions[0]
+        return ("rows", r.inputs[0].shape, tuple(r.attrs["dims"]))
+    return ("pointwise", broadcast_shapes(*(n.shape for n in group)))
+
+
+def fuse(graph, max_group=48):
+    """Group the graph's pointwise nodes into kernels; see the module docstring."""
+    users = graph.users()
+    outputs = set(graph.outputs)
+    group_of, groups = {}, []
+    rejected = []
+    computing = [n for n in graph.nodes if n.op not in ("input", "const")]
+    for node in computing:
+        group_of[node] = len(groups)
+        groups.append([node])
+    for node in computing:
+        for producer in dict.fromkeys(node.inputs):
+            if producer.op in ("input", "const") or group_of[producer] == group_of[node]:
+                continue
+            reason = _why_not(producer, node, groups, group_of, users, outputs, max_group)
+            if reason:
+                rejected.append((producer, node, reason))
+                continue
+            _merge(group_of[producer], group_of[node], groups, group_of)
+    kept = [g for g in groups if g]
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    kept = [sorted(g, key=order.get) for g in kept]
+    group_of = {n: i for i, g in enumerate(kept) for n in g}
+    return FusionPlan(graph, kept, group_of, rejected)
+
+
+def _merge(a, b, groups, group_of):
+    for n in groups[a]:
+        group_of[n] = b
+    groups[b].extend(groups[a])
+    groups[a] = []
+
+
+def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
+    """None if producer's group and consumer's group can be one kernel, else the reason."""
+    if producer.op in VIEW_OPS and producer.op != "expand":
+        return f"a {producer.op} between them changes which element each lane reads"
+    if consumer.op in VIEW_OPS and consumer.op != "expand":
+        return f"the {consumer.op} reads its input in another element order"
+    p_ok, c_ok = _fusable_member(producer), _fusable_member(consumer)
+    p_family, c_family = REGISTRY[producer.op].family, REGISTRY[consumer.op].family
+    if not p_ok and not c_ok:
+        return f"{producer.op} ({p_family}) and {consumer.op} ({c_family}) are kernels of their own: only pointwise " \
+               "nodes fuse so far"
+    if not p_ok:
+        return f"{producer.op} is a {p_family} kernel; fusing a pointwise consumer into its epilogue is not " \
+               "implemented yet"
+    if not c_ok:
+        return f"{consumer.op} is a {c_family} kernel; fusing a pointwise producer into it is not implemented yet"
+    mine, theirs = groups[group_of[producer]], groups[group_of[consumer]]
+    if len(mine) + len(theirs) > max_group:
+        return f"the kernel would exceed {max_group} nodes"
+    merged = set(mine) | set(theirs)
+    if any(n.op in ROW_REDUCTIONS for n in merged):
+        reason = _why_not_rows(mine + theirs, merged, users, outputs)
+        if reason:
+            return reason
+        return _cycle_reason(mine + theirs, merged, users, groups, group_of)
+    try:
+        shape = broadcast_shapes(*(n.shape for n in mine + theirs))    # the kernel's iteration space
+    except ShapeError:
+        return f"{producer.type_str} and {consumer.type_str} do not broadcast to one iteration space"
+    for n in mine + theirs:
+        if n.op in SOURCE_OPS and n.shape != shape:
+            return f"{n.op} numbers its elements over its own shape {n.shape}, not the kernel's {shape}"
+        stored = n in outputs or any(u not in merged for u in users[n])
+        if stored and n.shape != shape:
+            return (f"{n.op} ({n.type_str}) is also needed outside the kernel at its own shape, but the kernel "
+                    f"iterates over {shape}")
+    return _cycle_reason(mine + theirs, merged, users, groups, group_of)
+
+
+def _cycle_reason(members, merged, users, groups=None, group_of=None):
+    """Would the merged kernel wait for itself? It would if a path leaves it and comes back,
+    through other nodes or through other kernels (a kernel runs whole: entering it at one
+    node and leaving at another counts as a path)."""
+    blocker = _path_back(members, merged, users, groups, group_of)
+    if blocker is not None:
+        return f"{blocker.op} sits between them outside the kernel: fusing would make the kernel wait for itself"
+    return None
+
+
+def _path_back(members, merged, users, groups, group_of):
+    """A node outside `merged` on a path from merged back into merged, if there is one.
+    (members: merged as a list, so that the search, and the node named, is deterministic)"""
+    frontier = [u for n in members for u in users[n] if u not in merged]
+    seen = set()
+    while frontier:
+        node = frontier.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        family = groups[group_of[node]] if groups is not None and node in group_of else [node]
+        for member in family:
+            seen.add(member)
+            for u in users[member]:
+                if u in merged:
+                    return node
+                if u not in seen:
+                    frontier.append(u)
+    return None
+
+
+def _why_not_rows(members, merged, users, outputs):
+    """A row group: every reduction over the same dims of the same shape, short rows, and
+    every member either a whole row (the full shape) or one value per row."""
+    from .codegen.rows import row_shapes
+
+    kind, shape, dims = space_of(members)
+    for r in members:
+        if r.op in ROW_REDUCTIONS and (r.inputs[0].shape, tuple(r.attrs["dims"])) != (shape, dims):
+            return (f"{r.op} over dims {r.attrs['dims']} of {r.inputs[0].shape} and another reduction over dims "
+                    f"{dims} of {shape} do not share rows")
+    cols = 1
+    for d in dims:
+        cols *= shape[d]
+    if cols > ROW_LIMIT:
+        return f"rows of {cols} elements are too long to keep in registers (at most {ROW_LIMIT})"
+    keepdim, dropped = row_shapes(shape, dims)
+    allowed = (shape, keepdim, dropped)
+    for n in members:
+        if n.shape == shape and dropped not in (shape, keepdim):
+            for i in n.inputs:
+                if i in merged and i.shape == dropped:
+                    return (f"{i.op} gives one value per row as {i.type_str} (no keepdim) and {n.op} broadcasts it "
+                            "along other dimensions, not along the rows")
+        if n.shape not in allowed:
+            return (f"{n.op} ({n.type_str}) is neither a whole row of {shape} over dims {dims} nor one value per "
+                    "row")
+        if n.op == "rand" or (n.op == "iota" and n.shape != shape):
+            return f"{n.op} numbers its elements over its own shape, not the kernel's rows"
+    return None

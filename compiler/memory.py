@@ -1,0 +1,301 @@
+"""Memory planning: one arena for every buffer a compiled step writes.
+
+The kernel schedule runs in order; step i is kernel i. Every kernel output is a buffer, and
+a buffer is *live* from the step that writes it to the last step whose kernel reads it
+(through any view of it: a transpose or a broadcast reads the same memory). Graph outputs
+stay live to the end. Values the forward saves for the backward need no special case: they
+are simply read late, so they stay live long. Graph inputs (data, parameters) and constant
+arrays live outside the arena, for the whole run.
+
+Two buffers whose lifetimes do not overlap may share memory. The planner
+
+1. lets a pointwise kernel write its output over an input buffer *in place* when that is
+   safe: same dtype and number of elements, the output spans the kernel's whole iteration
+   space and the kernel reads the input only with the identity element mapping (each lane
+   reads exactly the element it writes, and no other lane reads it), this kernel is the
+   input's last use, and the input is not a graph output (graph inputs and constants are
+   never in the arena). The pair then is one allocation (`reused_from`);
+2. places the allocations greedily by size, largest first, each in the best-fitting gap
+   (the smallest gap it fits, lowest offset on a tie; above everything when none fits)
+   between the allocations it is live together with, at offsets aligned to `alignment`.
+
+Three numbers judge the result: `arena_bytes` (what the plan allocates),
+`live_lower_bound_bytes` (the most bytes live at one step: no plan can use less) and
+`no_reuse_bytes` (every buffer in its own aligned slot: what allocating without ever
+freeing would take). The lower bound counts bytes as they are; the arena and no reuse count
+whole alignment units, so always lower bound <= arena <= no reuse.
+
+    plan = plan_memory(lower(graph))      # a pure function of the schedule
+    verify(plan)                          # no two buffers live at once overlap
+    print(plan.text())                    # 04_memory.txt
+
+`plan_intervals` plans bare (name, size, first, last) intervals, without a graph.
+"""
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ChainruleError
+
+
+class MemoryPlanError(ChainruleError, AssertionError):
+    """A plan that puts two buffers live at the same step in overlapping memory."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One allocation to place: `size` bytes live from step `first` to step `last`, inclusive."""
+
+    name: str
+    size: int
+    first: int
+    last: int
+
+    def overlaps(self, other):
+        return self.first <= other.last and other.first <= self.last
+
+
+def align_up(n, alignment):
+    return -(-n // alignment) * alignment
+
+
+def assign_offsets(intervals, alignment=64):
+    """The greedy-by-size best-fit placement: a list of offsets, one per interval, in order.
+
+    Largest first (ties: the earlier first step, then the order given). Each goes into the
+    smallest gap that holds it between the already placed intervals whose lifetimes overlap
+    its own (lowest offset among equal gaps), or above all of them when no gap does. Every
+    offset is a multiple of `alignment`, and every allocation takes whole alignment units.
+    Empty intervals (size 0) sit at offset 0 and conflict with nothing."""
+    offsets = [0] * len(intervals)
+    placed = []
+    order = sorted(range(len(intervals)), key=lambda i: (-intervals[i].size, intervals[i].first, i))
+    for i in order:
+        item = intervals[i]
+        if item.size == 0:
+            continue
+        busy = sorted((offsets[j], offsets[j] + align_up(intervals[j].size, alignment))
+                      for j in placed if intervals[j].overlaps(item))
+        best, best_gap, cursor = None, None, 0
+        for start, end in busy:
+            gap = start - cursor
+            if gap >= item.size and (best_gap is None or gap < best_gap):
+                best, best_gap = cursor, gap
+            cursor = max(cursor, end)
+        offsets[i] = cursor if best is None else best
+        placed.append(i)
+    return offsets
+
+
+def peak(intervals):
+    """(the most bytes live at one step, the first step where that many are), over intervals."""
+    if not intervals:
+        return 0, None
+    steps = max(i.last for i in intervals) + 2
+    delta = np.zeros(steps, dtype=np.int64)
+    for i in intervals:
+        delta[i.first] += i.size
+        delta[i.last + 1] -= i.size
+    live = np.cumsum(delta)[:-1]
+    step = int(np.argmax(live))
+    return int(live[step]), step
+
+
+@dataclass
+class BufferRow:
+    """One buffer of the plan: a row of 04_memory.txt."""
+
+    name: str
+    bytes: int
+    first: int
+    last: int
+    offset: int = 0
+    reused_from: str | None = None       # the buffer whose memory this one writes over, in place
+    type: str = ""
+    node: object = field(default=None, compare=False, repr=False)
+
+
+@dataclass
+class MemoryPlan:
+    rows: list                           # BufferRow per planned buffer, in the order they are written
+    arena_bytes: int
+    live_lower_bound_bytes: int
+    no_reuse_bytes: int
+    alignment: int = 64
+    steps: int = 0                       # kernels in the schedule
+    peak_step: int | None = None         # a step where the lower bound's bytes are live
+    persistent: list = field(default_factory=list)   # (name, type, bytes) outside the arena
+
+    @property
+    def offsets(self):
+        """node -> byte offset in the arena (for the runtime)."""
+        return {row.node: row.offset for row in self.rows if row.node is not None}
+
+    @property
+    def in_place(self):
+        """The nodes written over one of their kernel's inputs (their memory is not fresh)."""
+        return {row.node for row in self.rows if row.reused_from is not None and row.node is not None}
+
+    def row(self, name):
+        return next(r for r in self.rows if r.name == name)
+
+    def text(self):
+        """The plan as a table a learner reads top to bottom (04_memory.txt)."""
+        last = self.steps - 1
+        lines = [f"# memory plan: {len(self.rows)} buffers in one arena, offsets aligned to {self.alignment} bytes",
+                 "# step i is kernel i (kernels/NN_*.py); a buffer is live from the step that writes it to the",
+                 f"# last step that reads it; graph outputs stay live to the last step ({last}).",
+                 "# reused-from: a pointwise kernel wrote this buffer in place over that one (its last use)."]
+        if self.persistent:
+            total = sum(b for _, _, b in self.persistent)
+            lines += textwrap.wrap(f"outside the arena, live throughout: {len(self.persistent)} inputs and "
+                                   f"constants, {total} bytes ({', '.join(n for n, _, _ in self.persistent)})",
+                                   96, initial_indent="# ", subsequent_indent="#   ")
+        lines.append("")
+        header = ("buffer", "type", "bytes", "first", "last", "offset", "reused-from")
+        table = [header] + [(r.name, r.type, str(r.bytes), str(r.first), str(r.last), str(r.offset),
+                             r.reused_from or "-") for r in self.rows]
+        widths = [max(len(row[c]) for row in table) for c in range(len(header))]
+        for row in table:
+            cells = [cell.ljust(w) if c < 2 or c == 6 else cell.rjust(w)
+                     for c, (cell, w) in enumerate(zip(row, widths))]
+            lines.append("  ".join(cells).rstrip())
+        reused = sum(1 for r in self.rows if r.reused_from)
+        at = f", at step {self.peak_step}" if self.peak_step is not None else ""
+        lines += ["",
+                  f"arena        {self.arena_bytes:>12} bytes   what this plan allocates",
+                  f"lower bound  {self.live_lower_bound_bytes:>12} bytes   the most bytes live at once{at}",
+                  f"no reuse     {self.no_reuse_bytes:>12} bytes   every buffer in its own slot",
+                  ""]
+        lines += textwrap.wrap(
+            "No plan can use less than the lower bound: those bytes are all needed at the same step. The arena "
+            "is larger by alignment padding and by gaps the greedy placement could not fill; no reuse is what "
+            f"allocating without ever freeing would take. {reused} of {len(self.rows)} buffers were written in "
+            "place.", 96)
+        return "\n".join(lines) + "\n"
+
+
+def _finish(rows, groups, alignment, steps, persistent=()):
+    """Place `groups` (intervals, one per allocation) and fill in the rows' offsets."""
+    offsets = dict(zip((g.name for g in groups), assign_offsets(groups, alignment)))
+    ends = [offsets[g.name] + align_up(g.size, alignment) for g in groups if g.size]
+    lower, peak_step = peak(groups)
+    return offsets, MemoryPlan(rows, max(ends, default=0), lower, sum(align_up(r.bytes, alignment) for r in rows),
+                               alignment, steps, peak_step, list(persistent))
+
+
+def plan_intervals(intervals, alignment=64):
+    """A MemoryPlan of bare intervals, each its own allocation (no in-place reuse)."""
+    names = [i.name for i in intervals]
+    assert len(set(names)) == len(names), "interval names must be unique"
+    rows = [BufferRow(i.name, i.size, i.first, i.last) for i in intervals]
+    offsets, plan = _finish(rows, list(intervals), alignment, max((i.last + 1 for i in intervals), default=0))
+    for row in rows:
+        row.offset = offsets[row.name]
+    return plan
+
+
+def _nbytes(node):
+    return node.numel * np.dtype(node.dtype).itemsize
+
+
+def _identity_read(view, out):
+    """Does this view read, for each element of `out`, the base's element at the same place?"""
+    return (view.offset == 0 and view.is_contiguous and tuple(view.shape) == tuple(out.shape)
+            and view.base.numel == out.numel)
+
+
+def plan_memory(schedule, alignment=64, names=None):
+    """The memory plan of a lowered Schedule: liveness, in-place reuse, arena offsets."""
+    from .lower import View
+    from .printer import value_names
+
+    graph = schedule.graph
+    names = names or value_names(graph)
+    steps = len(schedule.kernels)
+    written, last_read = {}, {}
+    for step, kernel in enumerate(schedule.kernels):
+        for view in kernel.inputs.values():
+            if isinstance(view, View):
+                last_read[view.base] = step
+        for node in kernel.outputs:
+            written[node] = step
+    protected = set()
+    for node in graph.outputs:
+        where = schedule.location(node)
+        if isinstance(where, View):
+            protected.add(where.base)
+    last = {node: steps - 1 if node in protected else max(step, last_read.get(node, step))
+            for node, step in written.items()}
+
+    # in place: an output takes over an input buffer of its own pointwise kernel
+    reused_from, taken = {}, set()
+    for step, kernel in enumerate(schedule.kernels):
+        if kernel.family != "pointwise":
+            continue
+        reads = {}
+        for view in kernel.inputs.values():
+            if isinstance(view, View):
+                reads.setdefault(view.base, []).append(view)
+        space = max(n.numel for n in kernel.nodes)
+        for out in kernel.outputs:
+            if out.numel != space:        # a lane per element of out, none of them writing it twice
+                continue
+            for base, views in reads.items():
+                if (base in written and base not in protected and base not in taken and last[base] == step
+                        and base.dtype == out.dtype and base.numel == out.numel
+                        and all(_identity_read(v, out) for v in views)):
+                    reused_from[out] = base
+                    taken.add(base)
+                    break
+
+    # allocations: a chain of in-place buffers is one interval
+    owner = {}
+    for node in written:
+        owner[node] = owner[reused_from[node]] if node in reused_from else node
+    span = {}
+    for node in written:
+        root = owner[node]
+        first, end = span.get(root, (written[root], last[root]))
+        span[root] = (first, max(end, last[node]))
+    groups = [Interval(names[root], _nbytes(root), first, end) for root, (first, end) in span.items()]
+    rows = [BufferRow(names[n], _nbytes(n), written[n], last[n], 0,
+                      names[reused_from[n]] if n in reused_from else None, n.type_str, n) for n in written]
+    persistent = [(names[n], n.type_str, _nbytes(n)) for n in schedule.buffers if n not in written]
+    offsets, plan = _finish(rows, groups, alignment, steps, persistent)
+    for row in rows:
+        row.offset = offsets[names[owner[row.node]]]
+    return plan
+
+
+def verify(plan):
+    """Prove that no two buffers live at the same step share a byte of the arena (an in-place
+    pair, one written over the other at the other's last use, excepted); raise
+    MemoryPlanError naming the two buffers otherwise. Also checks alignment and bounds."""
+    for r in plan.rows:
+        if r.bytes and r.offset % plan.alignment:
+            raise MemoryPlanError(f"buffer {r.name} is at offset {r.offset}, not a multiple of {plan.alignment}")
+        if r.bytes and (r.offset < 0 or r.offset + r.bytes > plan.arena_bytes):
+            raise MemoryPlanError(f"buffer {r.name} [{r.offset}, {r.offset + r.bytes}) lies outside the arena of "
+                                  f"{plan.arena_bytes} bytes")
+    rows = sorted((r for r in plan.rows if r.bytes), key=lambda r: (r.first, r.last))
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            if b.first > a.last:
+                break
+            if a.offset < b.offset + b.bytes and b.offset < a.offset + a.bytes and not _in_place_pair(a, b):
+                raise MemoryPlanError(
+                    f"buffers {a.name} and {b.name} are live at the same time (steps {a.first}-{a.last} and "
+                    f"{b.first}-{b.last}) but overlap in the arena ([{a.offset}, {a.offset + a.bytes}) and "
+                    f"[{b.offset}, {b.offset + b.bytes}))")
+    return True
+
+
+def _in_place_pair(a, b):
+    for x, y in ((a, b), (b, a)):
+        if (y.reused_from == x.name and x.last == y.first and x.offset == y.offset and x.bytes == y.bytes):
+            return True
+    return False

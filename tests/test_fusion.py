@@ -1,0 +1,135 @@
+"""Fusion: grouping pointwise nodes into one kernel never changes a result and never makes a
+kernel wait for itself; every pair that stayed apart has a reason."""
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import compiler as C
+import ops as O
+from compiler.codegen import Target
+from compiler.fusion import fuse
+from runtime import zoo
+from runtime.reference import run_graph
+from runtime.triton_executor import TritonExecutor
+from tests.helpers import nonzero, rel_error
+from tests.test_random_programs import chainrule_fn, describe, programs
+
+
+def training_step(name, rng, batch=4):
+    model = zoo.ZOO[name]
+    params = model.init(rng)
+    x = rng.uniform(0.1, 1.0, (batch, 1, 8, 8) if model.image else (batch, 64)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    graph = C.simplify(C.grad_graph(C.trace(model.loss, *params, x, y), tuple(range(len(params)))))
+    return graph, params + [x, y]
+
+
+def assert_acyclic_groups(plan):
+    """Contract every group to one vertex: the result must still be a DAG."""
+    dag = nx.DiGraph()
+    for node in plan.graph.nodes:
+        here = plan.group_of.get(node, ("buffer", node.id))
+        dag.add_node(here)
+        for i in node.inputs:
+            there = plan.group_of.get(i, ("buffer", i.id))
+            if there != here:
+                dag.add_edge(there, here)
+    assert nx.is_directed_acyclic_graph(dag)
+
+
+@pytest.mark.parametrize("name", sorted(zoo.ZOO))
+def test_fusion_on_and_off_give_equal_results_on_the_zoo(name, rng):
+    graph, args = training_step(name, rng)
+    want = run_graph(graph, args)
+    unfused = TritonExecutor(graph, Target(), poison=True, fuse=False)
+    fused = TritonExecutor(graph, Target(), poison=True, fuse=True)
+    assert len(fused.schedule.kernels) < len(unfused.schedule.kernels)
+    for a, b, w in zip(fused(args), unfused(args), want):
+        assert rel_error(a, w) < 1e-4 and rel_error(b, w) < 1e-4
+    assert_acyclic_groups(fused.fusion)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                  HealthCheck.filter_too_much])
+@given(programs())
+def test_fusion_on_random_programs_is_acyclic_and_exact(program):
+    inputs, steps, weight = program
+    fn = chainrule_fn(steps, weight)
+    graph = C.simplify(C.grad_graph(C.trace(fn, *inputs), tuple(range(len(inputs)))))
+    plan = fuse(graph)
+    assert_acyclic_groups(plan)
+    want = run_graph(graph, inputs)
+    got = TritonExecutor(graph, Target(), poison=True, fuse=True)(inputs)
+    for k, (g, w) in enumerate(zip(got, want)):
+        # measured against at least 1e-8: a gradient that is 0 in exact arithmetic comes out as
+        # roundoff of ~1e-17 on one side and 0 on the other
+        err = float(np.linalg.norm(g - w) / max(np.linalg.norm(w), 1e-8))
+        assert err < 1e-6, f"output {k}\n{describe(inputs, steps)}"
+
+
+def test_a_pointwise_chain_is_one_kernel(rng):
+    x, y = nonzero(rng, (5, 7), dtype=np.float32), nonzero(rng, (7,), dtype=np.float32)
+
+    def f(x, y):
+        return O.tanh(O.exp(x * 0.5) + y) * 2.0 - x
+
+    graph = C.trace(f, x, y)
+    executor = TritonExecutor(graph, Target(), poison=True)
+    assert len(executor.schedule.kernels) == 1
+    assert rel_error(executor([x, y])[0], run_graph(graph, [x, y])[0]) < 1e-5
+    assert "pointwise nodes fused: the intermediates stay in registers" in executor.source()
+
+
+def test_a_value_needed_elsewhere_at_another_shape_is_not_fused(rng):
+    x = nonzero(rng, (4, 1), dtype=np.float32)
+    z = nonzero(rng, (4, 6), dtype=np.float32)
+
+    def f(x, z):
+        e = O.exp(x)                   # [4, 1], returned as is and broadcast into [4, 6]
+        return e, e * z
+
+    plan = fuse(C.trace(f, x, z))
+    assert len(plan.groups) == 2
+    (producer, consumer, reason), = plan.rejected
+    assert (producer.op, consumer.op) == ("exp", "mul")
+    assert "needed outside the kernel at its own shape" in reason
+
+
+def test_fusion_never_waits_for_itself(rng):
+    x = nonzero(rng, (6, 5), dtype=np.float32)
+    w = nonzero(rng, (5, 5), dtype=np.float32)
+
+    def f(x, w):
+        a = O.exp(x)
+        m = a @ w                      # a matmul between a and the addition: a kernel of its own
+        return a + m
+
+    graph = C.trace(f, x, w)
+    plan = fuse(graph)
+    assert_acyclic_groups(plan)
+    assert any("wait for itself" in reason for _, _, reason in plan.rejected)
+    got = TritonExecutor(graph, Target(), poison=True)([x, w])[0]
+    assert rel_error(got, run_graph(graph, [x, w])[0]) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "layer_norm"])
+def test_row_composites_compile_to_one_kernel(name, rng):
+    x = nonzero(rng, (6, 10), dtype=np.float32)
+    fn = {"softmax": lambda x: O.softmax(x, 1), "log_softmax": lambda x: O.log_softmax(x, 1),
+          "layer_norm": lambda x: O.layer_norm(x, (10,))}[name]
+    graph = C.simplify(C.trace(fn, x))
+    executor = TritonExecutor(graph, Target(), poison=True)
+    assert [k.family for k in executor.schedule.kernels] == ["rows"]
+    assert executor.schedule.kernels[0].label == name              # named after the composite
+    assert rel_error(executor([x])[0], run_graph(graph, [x])[0]) < 1e-5
+
+
+def test_the_fusion_report_names_every_kernel_and_reason(rng):
+    graph, _ = training_step("lenet", rng)
+    plan = fuse(graph)
+    text = plan.text()
+    computing = [g for g in plan.groups if any(n.op not in ("reshape", "permute", "expand", "slice") for n in g)]
+    assert text.splitlines()[0].startswith(f"{len(computing)} kernels for")
+    assert "did not fuse:" in text
+    assert "conv2d_grad_input" in text and "zoo.py:" in text
