@@ -193,19 +193,34 @@ class Program:
         plan = getattr(self.executor, "plan", None)
         if plan is None:
             if getattr(self, "_memory", None) is None:
-                from .fusion import fuse
-                from .lower import lower
                 from .memory import plan_memory
 
-                self._memory = plan_memory(lower(self.graph, fuse(self.graph)))
+                self._memory = plan_memory(self.schedule)
             plan = self._memory
         return plan
 
+    @property
+    def schedule(self):
+        """The kernel Schedule of this step (compiler/lower.py): the Triton executor's, or, for
+        the reference backend, the fused lowering the Triton backends would run."""
+        schedule = getattr(self.executor, "schedule", None)
+        if schedule is None:
+            if getattr(self, "_schedule", None) is None:
+                from .fusion import fuse
+                from .lower import lower
+
+                self._schedule = lower(self.graph, fuse(self.graph))
+            schedule = self._schedule
+        return schedule
+
     def report(self):
         """What the compile made: op counts per stage, kernels and the bytes each moves
-        (the Triton backends), the memory plan's arena against its lower bound (most bytes
-        live at once) and against no reuse (the reference backend reports the plan the
-        Triton backends would run, see `memory`), and the seconds each pass took."""
+        (the Triton backends), the bytes all kernels move against the compulsory traffic
+        (compiler/cost.py), the memory plan's arena against its lower bound (most bytes
+        live at once) and against no reuse (the reference backend reports the bytes and the
+        plan of the fused lowering the Triton backends would run, see `schedule`), and the
+        seconds each pass took."""
+        from . import cost
         from .lower import lower
 
         kernels = self.executor.kernel_report()
@@ -217,7 +232,8 @@ class Program:
                 "kernels": len(kernels),
                 "unfused_kernels": len(lower(self.graph).kernels),
                 "kernel_bytes": kernels,
-                "dram_bytes": sum(k["bytes_read"] + k["bytes_written"] for k in kernels),
+                "dram_bytes": cost.dram_bytes(self.schedule),
+                "min_dram_bytes": cost.min_dram_bytes(self.graph),
                 "arena_bytes": memory.arena_bytes,
                 "live_lower_bound_bytes": memory.live_lower_bound_bytes,
                 "no_reuse_bytes": memory.no_reuse_bytes,
@@ -235,8 +251,10 @@ class Program:
 
     def dump(self, directory):
         """Write the compile's artifacts into `directory`: the traced, joint and simplified
-        programs, the memory plan (04_memory.txt), and every generated kernel under kernels/.
-        Compiling twice writes the same files."""
+        programs, the fusion groups (03_fusion.txt), the memory plan (04_memory.txt), the saved
+        values (05_saved.txt), every generated kernel under kernels/ and run.py, which runs
+        those kernels on random inputs against the reference (runtime/repro.py); the reference
+        backend generates no kernels, so writes neither. Compiling twice writes the same files."""
         import os
 
         os.makedirs(directory, exist_ok=True)
@@ -250,6 +268,10 @@ class Program:
 
         files.append(("05_saved.txt", saved_report(self.graph, before=self.before_remat)))
         files += [(os.path.join("kernels", name), text) for name, text in self.executor.files()]
+        if getattr(self.executor, "schedule", None) is not None:     # the reference backend has no kernels
+            from runtime.repro import run_script
+
+            files.append(("run.py", run_script(self.executor)))
         written = []
         for name, text in files:
             path = os.path.join(directory, name)

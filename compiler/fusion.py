@@ -3,14 +3,22 @@
 Without fusion every node is a kernel that reads its inputs from memory and writes its
 result back. Pointwise nodes over the same elements can instead run in one kernel that
 keeps the intermediates in registers: `exp(x - m) / s` reads x, m and s once and writes
-one result. This pass groups them, greedily, in graph order:
+one result. This pass groups them, greedily, in graph order (the epilogues last):
 
 * a pointwise consumer joins the group of a pointwise producer (vertical fusion), also
   through an `expand` (a broadcast only repeats values, it does not move them);
 * never when the merged group would depend on itself through a node outside it (a cycle);
 * never beyond `max_group` nodes;
 * a producer whose value is also needed elsewhere must have the group's shape (it is
-  stored, and a group stores whole elements of its iteration space).
+  stored, and a group stores whole elements of its iteration space);
+* a matmul or convolution (a GEMM) may head a group: its pointwise consumers join it as an
+  *epilogue*, applied to the accumulator tile in registers after the K loop and before the
+  store (bias add, residual add, activation). The epilogue iterates over the GEMM's output:
+  every member has its shape or broadcasts into it, stored members have it, and the other
+  inputs of the epilogue are read at the tile's output positions. One GEMM per group, and a
+  GEMM never joins as a consumer (no prologue: its operands are loaded as they are).
+  Epilogues are merged after every other pair, a consumer's group whole: a row kernel
+  (batch norm's statistics of a conv's output) is never split up to feed an epilogue.
 
 It returns a `FusionPlan`: the groups, and the reason for every producer/consumer pair
 that stayed apart, in words (`03_fusion.txt`).
@@ -28,6 +36,7 @@ from .lower import VIEW_OPS
 from .printer import value_names
 
 POINTWISE_FAMILIES = ("pointwise",)
+GEMM_FAMILIES = ("matmul", "conv")   # kernels that take pointwise consumers as an epilogue
 SOURCE_OPS = ("iota", "rand")        # pointwise over their own shape: fusable at the group's full shape
 
 
@@ -70,9 +79,17 @@ def _fusable_member(node):
     return REGISTRY[node.op].family in POINTWISE_FAMILIES or node.op in SOURCE_OPS
 
 
+def _is_gemm(node):
+    return node.op in REGISTRY and REGISTRY[node.op].family in GEMM_FAMILIES
+
+
 def space_of(group):
-    """The iteration space of a group: ("rows", shape, dims) around its reductions, or
+    """The iteration space of a group: ("matmul" or "conv", shape) for a GEMM with its
+    epilogue (the GEMM's output shape), ("rows", shape, dims) around its reductions, or
     ("pointwise", shape)."""
+    gemms = [n for n in group if _is_gemm(n)]
+    if gemms:
+        return (REGISTRY[gemms[0].op].family, gemms[0].shape)
     reductions = [n for n in group if n.op in ROW_REDUCTIONS]
     if reductions:
         r = reductions[0]
@@ -90,18 +107,24 @@ def fuse(graph, max_group=48):
     for node in computing:
         group_of[node] = len(groups)
         groups.append([node])
-    for node in computing:
-        for producer in dict.fromkeys(node.inputs):
-            if producer.op in ("input", "const") or group_of[producer] == group_of[node]:
-                continue
-            reason = _why_not(producer, node, groups, group_of, users, outputs, max_group)
-            if reason:
-                rejected.append((producer, node, reason))
-                continue
-            _merge(group_of[producer], group_of[node], groups, group_of)
-    kept = [g for g in groups if g]
+    pairs = [(producer, node) for node in computing for producer in dict.fromkeys(node.inputs)
+             if producer.op not in ("input", "const")]
+    # epilogues last: a GEMM takes its consumers' groups as they are, so that a row kernel
+    # around a reduction (batch norm's statistics of a conv's output) stays whole
+    epilogues = [(p, c) for p, c in pairs if _is_gemm(p) and _fusable_member(c)]
+    later = set(epilogues)
+    for producer, node in [pair for pair in pairs if pair not in later] + epilogues:
+        if group_of[producer] == group_of[node]:
+            continue
+        reason = _why_not(producer, node, groups, group_of, users, outputs, max_group)
+        if reason:
+            rejected.append((producer, node, reason))
+            continue
+        _merge(group_of[producer], group_of[node], groups, group_of)
     order = {n: i for i, n in enumerate(graph.nodes)}
-    kept = [sorted(g, key=order.get) for g in kept]
+    rejected.sort(key=lambda r: order[r[1]])          # in the order of the consumers, as the graph reads
+    kept = [g for g in groups if g]
+    kept = [sorted(g, key=lambda n: (not _is_gemm(n), order[n])) for g in kept]    # a GEMM heads its group
     group_of = {n: i for i, g in enumerate(kept) for n in g}
     return FusionPlan(graph, kept, group_of, rejected)
 
@@ -120,19 +143,31 @@ def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
     if consumer.op in VIEW_OPS and consumer.op != "expand":
         return f"the {consumer.op} reads its input in another element order"
     p_ok, c_ok = _fusable_member(producer), _fusable_member(consumer)
+    p_gemm, c_gemm = _is_gemm(producer), _is_gemm(consumer)
     p_family, c_family = REGISTRY[producer.op].family, REGISTRY[consumer.op].family
+    if c_gemm and (p_ok or p_gemm):
+        return f"{consumer.op} is a {c_family} kernel: work joins it only after its K loop, as an epilogue; " \
+               "fusing a producer into its operand loads (a prologue) is not implemented"
+    if p_gemm and not c_ok:
+        return f"{consumer.op} is a {c_family} kernel: only pointwise nodes join a {p_family} kernel, as its epilogue"
     if not p_ok and not c_ok:
         return f"{producer.op} ({p_family}) and {consumer.op} ({c_family}) are kernels of their own: only pointwise " \
-               "nodes fuse so far"
-    if not p_ok:
-        return f"{producer.op} is a {p_family} kernel; fusing a pointwise consumer into its epilogue is not " \
-               "implemented yet"
+               "nodes fuse so far (and join matmul and conv kernels as epilogues)"
+    if not p_ok and not p_gemm:
+        return f"{producer.op} is a {p_family} kernel; fusing a pointwise consumer into its epilogue is implemented " \
+               "for matmul and conv kernels only"
     if not c_ok:
         return f"{consumer.op} is a {c_family} kernel; fusing a pointwise producer into it is not implemented yet"
     mine, theirs = groups[group_of[producer]], groups[group_of[consumer]]
     if len(mine) + len(theirs) > max_group:
         return f"the kernel would exceed {max_group} nodes"
     merged = set(mine) | set(theirs)
+    gemms = [n for n in mine + theirs if _is_gemm(n)]
+    if gemms:
+        reason = _why_not_epilogue(gemms, mine + theirs, merged, users, outputs)
+        if reason:
+            return reason
+        return _cycle_reason(mine + theirs, merged, users, groups, group_of)
     if any(n.op in ROW_REDUCTIONS for n in merged):
         reason = _why_not_rows(mine + theirs, merged, users, outputs)
         if reason:
@@ -150,6 +185,39 @@ def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
             return (f"{n.op} ({n.type_str}) is also needed outside the kernel at its own shape, but the kernel "
                     f"iterates over {shape}")
     return _cycle_reason(mine + theirs, merged, users, groups, group_of)
+
+
+def _why_not_epilogue(gemms, members, merged, users, outputs):
+    """A GEMM and its epilogue: one GEMM, then pointwise nodes over its output's elements
+    (each tile of the output is all a program holds), none of them feeding the GEMM."""
+    if len(gemms) > 1:
+        return f"the kernel would compute two GEMMs ({gemms[0].op} and {gemms[1].op}): one matmul or conv per kernel"
+    gemm, = gemms
+    shape = gemm.shape
+    reductions = sorted((n for n in members if n.op in ROW_REDUCTIONS), key=lambda n: n.id)
+    if reductions:
+        r = reductions[0]
+        return (f"the {r.op} over dims {tuple(r.attrs['dims'])} in the consumer's row kernel combines elements of "
+                f"many tiles of the {gemm.op} output: the row kernel stays whole, an epilogue holds pointwise nodes "
+                "only")
+    for n in members:
+        if n in gemm.inputs:
+            return (f"{n.op} feeds the {gemm.op}: it would have to run before the K loop (a prologue), which is not "
+                    "implemented")
+    try:
+        space = broadcast_shapes(*(n.shape for n in members))
+    except ShapeError:
+        return f"the epilogue's shapes do not broadcast to the {gemm.op} output {gemm.type_str}"
+    if space != shape:
+        return f"the epilogue would iterate over {space}, not over the {gemm.op} output's tiles {shape}"
+    for n in members:
+        if n.op in SOURCE_OPS and n.shape != shape:
+            return f"{n.op} numbers its elements over its own shape {n.shape}, not the kernel's {shape}"
+        stored = n in outputs or any(u not in merged for u in users[n])
+        if stored and n.shape != shape:
+            return (f"{n.op} ({n.type_str}) is also needed outside the kernel at its own shape, but the epilogue "
+                    f"stores tiles of {shape}")
+    return None
 
 
 def _cycle_reason(members, merged, users, groups=None, group_of=None):

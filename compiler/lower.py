@@ -72,7 +72,8 @@ class Literal:
 @dataclass
 class Kernel:
     """One launch: computes `nodes` (in order), reading `inputs` through their views and
-    writing `outputs` as contiguous buffers."""
+    writing `outputs` as contiguous buffers. A fused matmul or conv kernel has its GEMM as
+    `nodes[0]` and its epilogue after it; its outputs may leave the GEMM's own value out."""
 
     index: int
     family: str

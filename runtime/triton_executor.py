@@ -36,14 +36,6 @@ def itemsize(dtype):
     return np.dtype(dtype).itemsize
 
 
-def _distinct(view):
-    """How many different elements a view reads (a broadcast dimension reads one)."""
-    count = 1
-    for size, stride in zip(view.shape, view.strides):
-        count *= size if stride else 1
-    return count
-
-
 def make_target(backend):
     """"triton": the GPU when CUDA is available, else the interpreter; "interpret": always it."""
     import torch
@@ -121,11 +113,12 @@ class TritonExecutor:
         return "\n\n".join(f"# ---- {k.name} ----\n{text}" for k, text in zip(self.schedule.kernels, self.sources))
 
     def kernel_report(self):
-        """Per kernel: the bytes it reads (each input value once) and writes."""
+        """Per kernel: the bytes it reads (each input value once) and writes (compiler/cost.py)."""
+        from compiler.cost import kernel_bytes
+
         rows = []
         for kernel in self.schedule.kernels:
-            reads = sum(_distinct(v) * itemsize(n.dtype) for n, v in kernel.inputs.items() if isinstance(v, View))
-            writes = sum(n.numel * itemsize(n.dtype) for n in kernel.outputs)
+            reads, writes = kernel_bytes(kernel)
             rows.append({"name": kernel.name, "family": kernel.family,
                          "nodes": [self.names[n] for n in kernel.nodes], "bytes_read": reads, "bytes_written": writes})
         return rows

@@ -21,6 +21,9 @@ its own sum, so no two programs write the same element (no atomics).
 the result and walks the reduction BLOCK_K at a time, splitting each flat index (row,
 column, k) into its digits and gathering the tiles of A and B from the tensors with that
 index arithmetic (every operand may be a strided view: its strides are in the addresses).
+
+A fused kernel then applies its epilogue (codegen/epilogue.py: bias add, activation, the
+relu mask of the backward, ...) to the accumulator tile, at the same output positions.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 
 from ..lower import View
 from .common import TL_DTYPE, KernelSource, address
+from .epilogue import Epilogue
 
 # index of a row digit in a [BLOCK_M, ...] tile, of a column digit in a [..., BLOCK_N] tile;
 # a reduction digit is a column of A's tile and a row of B's
@@ -63,7 +67,7 @@ class Gemm:
 
 
 def generate(kernel, names, target):
-    node = kernel.root
+    node = kernel.nodes[0]                  # the convolution; any nodes after it are its epilogue
     gemm = BUILDERS[node.op](node)
     return _emit(kernel, names, target, gemm)
 
@@ -239,7 +243,7 @@ def _in_range(index, value, size):
 # -- writing the kernel -------------------------------------------------------------------------
 
 def _emit(kernel, names, target, gemm):
-    node = kernel.root
+    node = kernel.nodes[0]
     acc_dtype = TL_DTYPE[node.dtype]
     m, n, k = _numel(gemm.rows), _numel(gemm.cols), _numel(gemm.reduction)
     row = _flat_name(gemm.rows, "rows")
@@ -251,14 +255,25 @@ def _emit(kernel, names, target, gemm):
                             "(BLOCK_M, BLOCK_K)")
     b_lines, b_load = _load(gemm.b, kernel.inputs, names, b_tile, f"k_mask{ROW} & col_mask{COL}", acc_dtype,
                             "(BLOCK_K, BLOCK_N)")
-    where = _pointer(f"{names[node]}_ptr", address(View.of(node), gemm.out_index), {}, "(BLOCK_M, BLOCK_N)")
+    out_address = address(View.of(node), gemm.out_index)
+    where = _pointer(f"{names[node]}_ptr", out_address, {}, "(BLOCK_M, BLOCK_N)")
     store = f"tl.store({where}, acc, mask=out_mask)"
-    code = a_lines + b_lines + [a_load, b_load, store]
+    epilogue = Epilogue(kernel, names)
 
     attrs = node.attrs
     src = KernelSource(kernel, names, family_note=f"{node.op} as an implicit GEMM [{m} x {k}] @ [{k} x {n}]; "
                                                  f"stride {attrs['stride']}, padding {attrs['padding']}, "
-                                                 f"dilation {attrs['dilation']}")
+                                                 f"dilation {attrs['dilation']}"
+                                                 + (f"; {epilogue.note()}" if epilogue else ""))
+    if epilogue:              # after the k loop: the epilogue reads and writes at the output positions
+        def tile_pointers(base, offset):
+            return _pointer(base, offset, {}, "(BLOCK_M, BLOCK_N)")
+
+        after = epilogue.lines(src, gemm.out_index, tile_pointers, "out_mask", out_address, out_address,
+                               "(BLOCK_M, BLOCK_N)")
+    else:
+        after = [f"    {store}"]
+    code = a_lines + b_lines + [a_load, b_load] + after
     ins, outs = src.pointer_args()
     precision = "tf32" if target.allow_tf32 and node.dtype == "float32" else "ieee"
     out = names[node]
@@ -285,8 +300,8 @@ def _emit(kernel, names, target, gemm):
     body += _comment(gemm.b.math, "        ") + [f"        {line}" for line in b_lines + [b_load]]
     body += [f'        acc = tl.dot({a_tile}, {b_tile}, acc, input_precision="{precision}")',
              f"    # {out}[{gemm.out_math}] = acc[m, col]",
-             f"    out_mask = row_mask{ROW} & col_mask{COL}",
-             f"    {store}"]
+             f"    out_mask = row_mask{ROW} & col_mask{COL}"]
+    body += after
     src.body = body
     src.launch = _launch(kernel, ins + outs, target, m, n, k)
     return src.text()

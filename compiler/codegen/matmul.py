@@ -9,10 +9,16 @@ so sizes need not be multiples of the blocks.
 Both operands are read through their views: a transposed operand (`x @ w.T`, or the
 permuted operands of the backward pass) and a broadcast batch dimension (stride 0) are
 only other strides in the address arithmetic, never a copy.
+
+A fused kernel also applies its epilogue (codegen/epilogue.py: bias add, activation, ...)
+to the accumulator tile after the k loop, and stores what is needed outside.
 """
 from __future__ import annotations
 
+import re
+
 from .common import TL_DTYPE, KernelSource, address, digits, dims_needed, next_pow2
+from .epilogue import Epilogue
 
 # GPU tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the autotuner, suited to
 # Hopper: float32 goes through the tensor cores (tf32) or plain FMAs (ieee); float64 tiles
@@ -25,7 +31,7 @@ GPU_CONFIGS = {
 
 
 def generate(kernel, names, target):
-    node = kernel.root
+    node = kernel.nodes[0]                  # the product; any nodes after it are its epilogue
     a, b = node.inputs
     if node.dtype not in ("float32", "float64"):
         from ..errors import BackendError
@@ -45,11 +51,14 @@ def generate(kernel, names, target):
     formula = (f"{out}[b, m, n] = Σ_k {an}[b, m, k] · {bn}[b, k, n]" if batched else
                f"{out}[m, n] = Σ_k {an}[m, k] · {bn}[k, n]")
     count = f"{batches} products of " if batched else ""
-    src = KernelSource(kernel, names, family_note=f"matmul, {count}[{M},{K}] @ [{K},{N}]")
+    epilogue = Epilogue(kernel, names)
+    src = KernelSource(kernel, names, family_note=f"matmul, {count}[{M},{K}] @ [{K},{N}]"
+                       + (f"; {epilogue.note()}" if epilogue else ""))
 
     # the batch index of each operand: split the program's batch number over the batch dims
     nb = len(batch_shape)
-    needed = {d for d in dims_needed(a_view) | dims_needed(b_view) if d < nb} if batched else set()
+    needed = {d for d in dims_needed(a_view) | dims_needed(b_view) | epilogue.needed_dims() if d < nb} \
+        if batched else set()
     batch_lines, batch_index = digits(batch_shape, "batch", var="b", only=needed)
     a_ptrs = _pointers(an, a_view, batch_index + ["rows", "ks[None, :]"], "(BLOCK_M, BLOCK_K)")
     b_ptrs = _pointers(bn, b_view, batch_index + ["ks[:, None]", "cols"], "(BLOCK_K, BLOCK_N)")
@@ -83,8 +92,13 @@ def generate(kernel, names, target):
              f"        # {an}[rows, ks]: BLOCK_M x BLOCK_K, and {bn}[ks, cols]: BLOCK_K x BLOCK_N (zeros past the edges)",
              f"        {a_tile} = tl.load({a_ptrs}, mask=row_mask & k_mask[None, :], other=0.0)" + _cast(a, node),
              f"        {b_tile} = tl.load({b_ptrs}, mask=k_mask[:, None] & col_mask, other=0.0)" + _cast(b, node),
-             f"        acc = tl.dot({a_tile}, {b_tile}, acc{precision})   # acc += {an}[rows, ks] @ {bn}[ks, cols]",
-             f"    tl.store({out}_ptr + {out_where}, acc, mask=row_mask & col_mask)"]
+             f"        acc = tl.dot({a_tile}, {b_tile}, acc{precision})   # acc += {an}[rows, ks] @ {bn}[ks, cols]"]
+    if epilogue:
+        body.append("    out_mask = row_mask & col_mask")
+        body += epilogue.lines(src, batch_index + ["rows", "cols"], _tile_pointers, "out_mask", out_where, out_where,
+                               "(BLOCK_M, BLOCK_N)")
+    else:
+        body.append(f"    tl.store({out}_ptr + {out_where}, acc, mask=row_mask & col_mask)")
     src.body = body
 
     args = ", ".join(ins + outs)
@@ -132,6 +146,14 @@ def _pointers(name, view, index, tile_shape):
     ptrs = f"{name}_ptr" if where == "0" else f"{name}_ptr + {where}"
     whole = all(size != 1 and stride != 0 for size, stride in zip(view.shape[-2:], view.strides[-2:]))
     return ptrs if whole else f"tl.broadcast_to({ptrs}, {tile_shape})"
+
+
+def _tile_pointers(base, offset):
+    """Pointers to the output tile's elements of an epilogue input (or output): broadcast to
+    the whole tile when the address does not vary along both rows and cols."""
+    ptrs = base if offset == "0" else f"{base} + {offset}"
+    whole = re.search(r"\brows\b", offset) and re.search(r"\bcols\b", offset)
+    return ptrs if whole else f"tl.broadcast_to({ptrs}, (BLOCK_M, BLOCK_N))"
 
 
 def _edge(size):

@@ -1,0 +1,92 @@
+"""The cost model (compiler/cost.py): bytes the kernels move, and the compulsory traffic."""
+import numpy as np
+import pytest
+
+import compiler as C
+import ops as O
+from compiler import cost
+from compiler.fusion import fuse
+from compiler.lower import lower
+from runtime.zoo import ZOO
+
+
+# -- definitions, on graphs small enough to count by hand ---------------------------------------
+
+def test_dram_bytes_of_a_pointwise_chain_unfused_and_fused():
+    graph = C.trace(lambda x, b: O.exp(x + b), O.spec((4, 3)), O.spec((3,)))
+    # unfused: add reads x (48 B) and b through a broadcast (3 distinct floats: 12 B), writes 48 B;
+    #          exp reads 48 B and writes 48 B
+    assert [cost.kernel_bytes(k) for k in lower(graph).kernels] == [(60, 48), (48, 48)]
+    assert cost.dram_bytes(lower(graph)) == 204
+    # fused: one kernel reads x and b, writes exp's result; nothing else: the compulsory minimum
+    assert cost.dram_bytes(lower(graph, fuse(graph))) == 108
+    assert cost.compulsory(graph) == {"inputs_read": 60, "outputs_written": 48, "saved_written": 0, "saved_read": 0}
+    assert cost.min_dram_bytes(graph) == 108
+
+
+def test_outputs_count_their_memory_once_and_inputs_and_constants_not_at_all():
+    def f(x):
+        e = O.exp(x)
+        return e.T, e.reshape(12), x.T, 2.0        # two views of e; a view of an input; a literal
+    graph = C.trace(f, O.spec((4, 3)))
+    assert cost.compulsory(graph) == {"inputs_read": 48, "outputs_written": 48, "saved_written": 0, "saved_read": 0}
+    assert cost.min_dram_bytes(graph) == 96 == cost.dram_bytes(lower(graph))     # exp: 48 in, 48 out
+
+
+def test_a_training_step_saves_exp_once_also_through_a_view():
+    def f(w, v, x):
+        return O.sum(O.exp(x @ w).reshape(8) * v)
+    program = C.compile(f, O.spec((3, 2)), O.spec((8,)), O.spec((4, 3)), grad_argnums=(0, 1), backend="reference")
+    # the backward reads h = exp(x @ w) (exp's vjp) and its reshape (mul's vjp, for grad v): one f32[4,2]
+    # buffer, 32 B, written once by the forward and read once by the backward. Inputs w, v, x: 24 + 32 + 48 B;
+    # outputs: the loss 4 B, grad w 24 B, grad v 32 B.
+    assert cost.compulsory(program.graph) == {"inputs_read": 104, "outputs_written": 60, "saved_written": 32,
+                                              "saved_read": 32}
+    report = program.report()
+    assert report["min_dram_bytes"] == 228
+    assert report["min_dram_bytes"] <= report["dram_bytes"] == cost.dram_bytes(program.schedule)
+
+
+def test_kernel_bytes_by_hand_on_a_small_training_step():
+    def f(w, x):
+        return O.sum(O.exp(x @ w))
+    program = C.compile(f, O.spec((3, 2)), O.spec((4, 3)), grad_argnums=(0,), backend="reference")
+    schedule = lower(program.graph)                  # one kernel per node
+    assert [(k.label, cost.kernel_bytes(k)) for k in schedule.kernels] == [
+        ("matmul", (48 + 24, 32)),                   # x @ w
+        ("exp", (32, 32)),
+        ("reduce_sum", (32, 4)),                     # the loss
+        ("expand", (0, 32)),                         # the seed gradient: a literal broadcast, written out
+        ("mul", (32 + 32, 32)),                      # its product with exp's output (saved)
+        ("matmul", (48 + 32, 24)),                   # x.T (a view of x: 12 floats) @ that: grad w
+    ]
+    assert cost.dram_bytes(schedule) == 436
+    # x and w read once (72 B), the loss and grad w written once (28 B), exp's output saved (2 x 32 B)
+    assert cost.min_dram_bytes(program.graph) == 72 + 28 + 64
+
+
+# -- the zoo --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "lenet", "resnet"])
+def test_compulsory_traffic_bounds_the_fused_schedule_on_the_zoo(name):
+    model = ZOO[name]
+    params = model.init(np.random.default_rng(0))
+    program = C.compile(model.loss, *model.specs(params, 8), grad_argnums=tuple(range(len(params))),
+                        backend="reference")
+    report = program.report()
+    assert 0 < report["min_dram_bytes"] <= report["dram_bytes"]
+    assert report["dram_bytes"] <= cost.dram_bytes(lower(program.graph))          # fusion never moves more
+    parts = cost.compulsory(program.graph)
+    assert parts["saved_written"] == parts["saved_read"] == report["saved_bytes"]
+
+
+def test_the_interpreter_reports_what_the_reference_reports():
+    model = ZOO["logreg"]
+    params = model.init(np.random.default_rng(0))
+    specs = model.specs(params, 8)
+    argnums = tuple(range(len(params)))
+    interpreted = C.compile(model.loss, *specs, grad_argnums=argnums, backend="interpret").report()
+    reference = C.compile(model.loss, *specs, grad_argnums=argnums, backend="reference").report()
+    assert interpreted["dram_bytes"] == sum(k["bytes_read"] + k["bytes_written"] for k in interpreted["kernel_bytes"])
+    for key in ("dram_bytes", "min_dram_bytes"):
+        assert interpreted[key] == reference[key]
