@@ -83,10 +83,20 @@ def _is_gemm(node):
     return node.op in REGISTRY and REGISTRY[node.op].family in GEMM_FAMILIES
 
 
+def _max_pool_pair(node):
+    """window_gather(x, window_argmax(x)) with the same windows: max_pool2d's forward."""
+    if node.op != "window_gather":
+        return False
+    x, offsets = node.inputs
+    return offsets.op == "window_argmax" and offsets.inputs[0] is x and offsets.attrs == node.attrs
+
+
 def space_of(group):
     """The iteration space of a group: ("matmul" or "conv", shape) for a GEMM with its
     epilogue (the GEMM's output shape), ("rows", shape, dims) around its reductions, or
     ("pointwise", shape)."""
+    if any(n.op == "window_argmax" for n in group):
+        return ("window",)
     gemms = [n for n in group if _is_gemm(n)]
     if gemms:
         return (REGISTRY[gemms[0].op].family, gemms[0].shape)
@@ -107,6 +117,11 @@ def fuse(graph, max_group=48):
     for node in computing:
         group_of[node] = len(groups)
         groups.append([node])
+    # max pooling: the window_gather that reads each window at its window_argmax's offset
+    # joins it, so one kernel finds every window's max and stores the value and its offset
+    for node in computing:
+        if _max_pool_pair(node):
+            _merge(group_of[node], group_of[node.inputs[1]], groups, group_of)
     pairs = [(producer, node) for node in computing for producer in dict.fromkeys(node.inputs)
              if producer.op not in ("input", "const")]
     # epilogues last: a GEMM takes its consumers' groups as they are, so that a row kernel

@@ -133,3 +133,18 @@ def test_the_fusion_report_names_every_kernel_and_reason(rng):
     assert text.splitlines()[0].startswith(f"{len(computing)} kernels for")
     assert "did not fuse:" in text
     assert "conv2d_grad_input" in text and "zoo.py:" in text
+
+
+def test_max_pool_forward_is_one_kernel_that_stores_the_max_and_its_offset(rng):
+    x = nonzero(rng, (2, 3, 7, 6), dtype=np.float32)
+
+    def loss(x):
+        return O.sum(O.max_pool2d(x, 3, 2, 1) * 2.0)
+
+    graph = C.simplify(C.grad_graph(C.trace(loss, x), (0,)))
+    executor = TritonExecutor(graph, Target(), poison=True)
+    first = executor.schedule.kernels[0]
+    assert [n.op for n in first.nodes] == ["window_argmax", "window_gather"]
+    assert first.label == "max_pool2d" and len(first.outputs) == 2    # offsets for the backward, and the max
+    for got, want in zip(executor([x]), run_graph(graph, [x])):
+        assert rel_error(got, want) < 1e-5

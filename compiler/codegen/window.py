@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..printer import node_code
 from .common import TL_DTYPE, KernelSource, address
 
 FORWARD = ("window_sum", "window_argmax", "window_gather")
@@ -33,7 +34,8 @@ ACC_DTYPE = {"float32": "tl.float32", "float64": "tl.float64", "int32": "tl.int3
 
 
 def generate(kernel, names, target):
-    node = kernel.root
+    node = kernel.nodes[0]          # max pooling fused: (window_argmax, window_gather), the argmax leads
+    pooled = kernel.nodes[1] if len(kernel.nodes) == 2 else None
     a = node.attrs
     window = dict(zip(("kernel", "stride", "padding", "dilation"),
                       (a["kernel_size"], a["stride"], a["padding"], a["dilation"])))
@@ -41,7 +43,8 @@ def generate(kernel, names, target):
     total = int(np.prod(lanes))
     forward = node.op in FORWARD
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window.values()
-    src = KernelSource(kernel, names, family_note=f"{node.op}, {kh}x{kw} windows, stride ({sh}, {sw}), padding "
+    what_op = f"{node.op} + {pooled.op} (max pooling: the max and its offset in one pass)" if pooled else node.op
+    src = KernelSource(kernel, names, family_note=f"{what_op}, {kh}x{kw} windows, stride ({sh}, {sw}), padding "
                                                    f"({ph}, {pw}), dilation ({dh}, {dw}); one lane per output element")
     ins, outs = src.pointer_args()
     params = ", ".join([f"{p}_ptr" for p in ins + outs] + ["BLOCK: tl.constexpr"])
@@ -56,7 +59,10 @@ def generate(kernel, names, target):
     make = {"window_sum": _window_sum, "window_argmax": _window_argmax, "window_gather": _window_gather,
             "window_sum_transpose": _window_sum_transpose, "window_scatter": _window_scatter}[node.op]
     body += [f"    {line}" for line in make(kernel, names, index, window)]
-    body.append(f"    tl.store({names[node]}_ptr + offs, {names[node]}, mask=mask)")
+    if pooled is not None:
+        body.append(f"    {names[pooled]} = best    # {node_code(pooled, names)}: the max, found on the way")
+    for out in kernel.outputs:
+        body.append(f"    tl.store({names[out]}_ptr + offs, {names[out]}, mask=mask)")
     src.body = body
     args = ", ".join(ins + outs)
     if target.interpret:
@@ -122,7 +128,7 @@ def _walk(kernel, index, window, visit):
     """Lines looping over the KH x KW positions of each lane's window; `visit(mask, where)`
     gives the lines for one position, where `mask` tells which lanes' cell is in the image
     and `where` is that cell's address in x."""
-    x = kernel.root.inputs[0]
+    x = kernel.nodes[0].inputs[0]
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window.values()
     n, c, out_h, out_w = index
     h, w = x.shape[2:]
@@ -140,7 +146,7 @@ def _walk(kernel, index, window, visit):
 
 def _window_sum(kernel, names, index, window):
     """y[n, c, out_h, out_w] = Σ over the window (padding adds 0)."""
-    node, x = kernel.root, kernel.root.inputs[0]
+    node, x = kernel.nodes[0], kernel.nodes[0].inputs[0]
     acc, y, xn = ACC_DTYPE[node.dtype], names[node], _value(names, x)
     visit = lambda inside, where: [f"{xn} = tl.load({names[x]}_ptr + {where}, mask={inside}, other=0)",
                                    f"{y} += {xn}.to({acc})"]
@@ -150,7 +156,7 @@ def _window_sum(kernel, names, index, window):
 
 def _window_argmax(kernel, names, index, window):
     """y[n, c, out_h, out_w] = kh * KW + kw of the first max of the window (padding is -inf)."""
-    node, x = kernel.root, kernel.root.inputs[0]
+    node, x = kernel.nodes[0], kernel.nodes[0].inputs[0]
     y, xn = names[node], _value(names, x)
     kw = window["kernel"][1]
     floating = x.dtype in ("float32", "float64")
@@ -173,7 +179,7 @@ def _window_argmax(kernel, names, index, window):
 
 def _window_gather(kernel, names, index, window):
     """y[n, c, out_h, out_w] = the cell at offset idx[n, c, out_h, out_w] of its window."""
-    node = kernel.root
+    node = kernel.nodes[0]
     x, idx = node.inputs
     (_, kw), (sh, sw), (ph, pw), (dh, dw) = window.values()
     n, c, out_h, out_w = index
@@ -210,7 +216,7 @@ def _solve(axis, cell, size, stride, pad, k, dilation):
 def _gather_back(kernel, index, window, visit):
     """Lines looping over the KH x KW window positions of each lane's input cell; `visit(ok,
     index)` gives the lines for the windows that exist, at their [n, c, out_h, out_w]."""
-    g = kernel.root.inputs[0]
+    g = kernel.nodes[0].inputs[0]
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window.values()
     n, c, in_h, in_w = index
     oh, ow = g.shape[2:]
@@ -228,7 +234,7 @@ def _gather_back(kernel, index, window, visit):
 
 def _window_sum_transpose(kernel, names, index, window):
     """dx[n, c, in_h, in_w] = Σ of g over the windows that cover the cell."""
-    node, g = kernel.root, kernel.root.inputs[0]
+    node, g = kernel.nodes[0], kernel.nodes[0].inputs[0]
     acc, dx, gn = ACC_DTYPE[node.dtype], names[node], _value(names, g)
     where = lambda out_index: address(kernel.inputs[g], out_index)
     visit = lambda ok, out_index: [f"{gn} = tl.load({names[g]}_ptr + {where(out_index)}, mask={ok}, other=0)",
@@ -239,7 +245,7 @@ def _window_sum_transpose(kernel, names, index, window):
 
 def _window_scatter(kernel, names, index, window):
     """dx[n, c, in_h, in_w] = Σ of g over the windows whose argmax offset points at the cell."""
-    node = kernel.root
+    node = kernel.nodes[0]
     g, idx = node.inputs
     acc, dx, gn, dn = ACC_DTYPE[node.dtype], names[node], _value(names, g), _value(names, idx)
     kw = window["kernel"][1]
