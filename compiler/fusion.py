@@ -70,6 +70,23 @@ def _computes(group):
 
 ROW_REDUCTIONS = ("reduce_sum", "reduce_max")
 ROW_LIMIT = 4096          # a row kernel keeps whole rows in registers: at most this many elements
+WHOLE_LIMIT = 16384       # ... and a kernel that also sums over all its rows is a single program
+
+
+def _numel(shape):
+    total = 1
+    for n in shape:
+        total *= n
+    return total
+
+
+def is_total(node, shape, dims):
+    """A reduction of one-value-per-row data over all of it (cross_entropy's mean over the
+    batch): in a row kernel, it sums across the rows a single program holds."""
+    from .codegen.rows import row_shapes
+
+    return (node.op in ROW_REDUCTIONS and node.shape == () and node.inputs[0].shape in row_shapes(shape, dims)
+            and node.inputs[0].shape != shape)
 
 
 def _fusable_member(node):
@@ -101,8 +118,8 @@ def space_of(group):
     if gemms:
         return (REGISTRY[gemms[0].op].family, gemms[0].shape)
     reductions = [n for n in group if n.op in ROW_REDUCTIONS]
-    if reductions:
-        r = reductions[0]
+    if reductions:      # the rows are those of the reduction over the largest input
+        r = max(reductions, key=lambda n: (n.inputs[0].numel, -n.id))
         return ("rows", r.inputs[0].shape, tuple(r.attrs["dims"]))
     return ("pointwise", broadcast_shapes(*(n.shape for n in group)))
 
@@ -272,8 +289,10 @@ def _why_not_rows(members, merged, users, outputs):
     from .codegen.rows import row_shapes
 
     kind, shape, dims = space_of(members)
+    keepdim, dropped = row_shapes(shape, dims)
+    totals = [r for r in members if is_total(r, shape, dims)]
     for r in members:
-        if r.op in ROW_REDUCTIONS and (r.inputs[0].shape, tuple(r.attrs["dims"])) != (shape, dims):
+        if r.op in ROW_REDUCTIONS and r not in totals and (r.inputs[0].shape, tuple(r.attrs["dims"])) != (shape, dims):
             return (f"{r.op} over dims {r.attrs['dims']} of {r.inputs[0].shape} and another reduction over dims "
                     f"{dims} of {shape} do not share rows")
     cols = 1
@@ -281,8 +300,10 @@ def _why_not_rows(members, merged, users, outputs):
         cols *= shape[d]
     if cols > ROW_LIMIT:
         return f"rows of {cols} elements are too long to keep in registers (at most {ROW_LIMIT})"
-    keepdim, dropped = row_shapes(shape, dims)
-    allowed = (shape, keepdim, dropped)
+    if totals and cols * (_numel(shape) // max(cols, 1)) > WHOLE_LIMIT:
+        return (f"the {totals[0].op} over every row needs all {_numel(shape)} elements in one program "
+                f"(at most {WHOLE_LIMIT})")
+    allowed = (shape, keepdim, dropped) + (((),) if totals else ())
     for n in members:
         if n.shape == shape and dropped not in (shape, keepdim):
             for i in n.inputs:

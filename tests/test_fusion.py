@@ -113,16 +113,17 @@ def test_fusion_never_waits_for_itself(rng):
     assert rel_error(got, run_graph(graph, [x, w])[0]) < 1e-5
 
 
-@pytest.mark.parametrize("name", ["softmax", "log_softmax", "layer_norm"])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "layer_norm", "cross_entropy"])
 def test_row_composites_compile_to_one_kernel(name, rng):
     x = nonzero(rng, (6, 10), dtype=np.float32)
-    fn = {"softmax": lambda x: O.softmax(x, 1), "log_softmax": lambda x: O.log_softmax(x, 1),
-          "layer_norm": lambda x: O.layer_norm(x, (10,))}[name]
-    graph = C.simplify(C.trace(fn, x))
+    labels = rng.integers(0, 10, 6)
+    fn = {"softmax": lambda x, y: O.softmax(x, 1), "log_softmax": lambda x, y: O.log_softmax(x, 1),
+          "layer_norm": lambda x, y: O.layer_norm(x, (10,)), "cross_entropy": O.cross_entropy}[name]
+    graph = C.simplify(C.trace(fn, x, labels))
     executor = TritonExecutor(graph, Target(), poison=True)
     assert [k.family for k in executor.schedule.kernels] == ["rows"]
     assert executor.schedule.kernels[0].label == name              # named after the composite
-    assert rel_error(executor([x])[0], run_graph(graph, [x])[0]) < 1e-5
+    assert rel_error(executor([x, labels])[0], run_graph(graph, [x, labels])[0]) < 1e-5
 
 
 def test_the_fusion_report_names_every_kernel_and_reason(rng):

@@ -12,9 +12,10 @@ Triton broadcasts against full tiles.
 """
 from __future__ import annotations
 
+from ..fusion import is_total
 from ..lower import Literal, View
 from ..printer import node_code
-from .common import TL_DTYPE, KernelSource, address, digits, literal_code
+from .common import TL_DTYPE, KernelSource, address, digits, literal_code, next_pow2
 from .pointwise import EXPRESSIONS, HELPERS, _commented
 
 
@@ -32,6 +33,9 @@ def generate(kernel, names, target):
     cols = _prod(shape[d] for d in dims)
     block_rows, block_cols = target.reduction_blocks(rows, cols)
     assert block_cols >= cols, "fusion only makes row kernels whose rows fit in one block"
+    totals = [n for n in kernel.nodes if is_total(n, shape, dims)]
+    if totals:                 # a sum over every row: one program holds them all
+        block_rows = next_pow2(rows)
     reductions = [n for n in kernel.nodes if n.op in ("reduce_sum", "reduce_max")]
     src = KernelSource(kernel, names, family_note=f"{len(kernel.nodes)} nodes fused around "
                        f"{len(reductions)} reduction(s) over dims {tuple(dims)} of [{','.join(map(str, shape))}]: "
@@ -61,7 +65,10 @@ def generate(kernel, names, target):
     # digit, a row node (keepdim or not) by the row digits alone. An input is read the way its
     # reader broadcasts it (NumPy's right-aligned rule) in the reader's own index space.
     def reads_at(reader):
-        """(shape, index) the reader reads its inputs at: a reduction reads whole rows."""
+        """(shape, index) the reader reads its inputs at: a reduction reads whole rows, a
+        total reads one value per row."""
+        if reader in totals:
+            return reader.inputs[0].shape, own_index(reader.inputs[0])
         if reader.op in ("reduce_sum", "reduce_max"):
             return shape, index
         return reader.shape, own_index(reader)
@@ -69,6 +76,8 @@ def generate(kernel, names, target):
     def own_index(node):
         if node.shape == shape:
             return index
+        if node.shape == ():
+            return []
         if node.shape == keepdim:
             return [index[d] if d not in dims else "0" for d in range(len(shape))]
         return [index[d] for d in kept]
@@ -88,7 +97,9 @@ def generate(kernel, names, target):
             if offsets in loaded.get(node, {}):
                 continue
             name = names[node] if node not in loaded else f"{names[node]}_{len(loaded[node])}"
-            if _anchored(offsets, "cols") != offsets:      # the same along each row: a row value
+            if at_shape == ():                             # read by a value of the whole kernel: one element
+                body.append(f"    {name} = tl.load({names[node]}_ptr + {offsets})")
+            elif _anchored(offsets, "cols") != offsets:    # the same along each row: a row value
                 body.append(f"    {name} = tl.load({names[node]}_ptr + {_anchored(offsets, 'rows')}, mask=row_mask)")
             else:
                 body.append(f"    {name} = tl.load({names[node]}_ptr + {_anchored(offsets, 'rows', 'cols')}, "
@@ -106,7 +117,10 @@ def generate(kernel, names, target):
     for node in kernel.nodes:
         args = [read(node, i) for i in node.inputs]
         name = names[node]
-        if node.op == "reduce_sum":
+        if node in totals:       # over the rows this (single) program holds: a [1, 1] tile
+            fill, reduce = ("0", "tl.sum") if node.op == "reduce_sum" else ("float('-inf')", "tl.max")
+            line = f"{name} = {reduce}(tl.where(row_mask, {args[0]}, {fill}), axis=0)[None, :]"
+        elif node.op == "reduce_sum":
             line = f"{name} = tl.sum(tl.where(mask, {args[0]}, 0), axis=1)[:, None]"
         elif node.op == "reduce_max":
             line = f"{name} = tl.max(tl.where(mask, {args[0]}, float('-inf')), axis=1)[:, None]"
@@ -124,7 +138,9 @@ def generate(kernel, names, target):
         value[node] = name
 
     for out in kernel.outputs:
-        if out.shape == shape and out.shape not in (keepdim, dropped):
+        if totals and out.shape == () and dropped != ():           # a value of the whole kernel
+            body.append(f"    tl.store({names[out]}_ptr + tl.zeros((1, 1), tl.int32), {names[out]})")
+        elif out.shape == shape and out.shape not in (keepdim, dropped):
             body.append(f"    tl.store({names[out]}_ptr + {address(View.of(out), index)}, {names[out]}, mask=mask)")
         else:
             body.append(f"    tl.store({names[out]}_ptr + rows, {names[out]}, mask=row_mask)")
