@@ -18,6 +18,7 @@ output index is written in terms of their tile and hand it here.
 """
 from __future__ import annotations
 
+from ..errors import BackendError
 from ..lower import Literal, View
 from ..printer import node_code
 from .common import TL_DTYPE, address, dims_needed, literal_code
@@ -115,7 +116,7 @@ class Epilogue:
                 # Philox's counter is the element's row-major index, as in the pointwise kernels
                 line = f"{name} = tl.rand({args[0]}, {flat})"
             else:
-                raise NotImplementedError(f"no epilogue lowering for {op}")
+                raise BackendError(f"fusion put {op} in an epilogue, which cannot compute it (a chainrule bug)", op=op)
             body.append(_commented(line, node_code(node, names)))
             value[node] = name
         if stored:

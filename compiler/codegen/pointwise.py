@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from ..errors import BackendError
 from ..lower import Literal, View
 from ..printer import node_code
 from ..lower import contiguous_strides
@@ -141,7 +142,7 @@ def _compute(node, value, views, index, names, src):
         return _pad(node, views, index, names)
     if op == "cat":
         return _cat(node, views, index, names)
-    raise NotImplementedError(f"no pointwise lowering for {op}")
+    raise BackendError(f"{op} reached the pointwise generator, which cannot compute it (a chainrule bug)", op=op)
 
 
 def _lanes(where):
