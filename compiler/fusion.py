@@ -96,8 +96,13 @@ def _fusable_member(node):
     return REGISTRY[node.op].family in POINTWISE_FAMILIES or node.op in SOURCE_OPS
 
 
-def _is_gemm(node):
-    return node.op in REGISTRY and REGISTRY[node.op].family in GEMM_FAMILIES
+WINDOW_HEADS = ("window_scatter", "window_sum_transpose", "window_sum")   # one lane per output: epilogues too
+
+
+def _takes_epilogue(node):
+    """Kernels that pointwise consumers may join as an epilogue: matmul and conv (on the
+    accumulator tile), and the window kernels whose lanes each finish one output element."""
+    return node.op in REGISTRY and (REGISTRY[node.op].family in GEMM_FAMILIES or node.op in WINDOW_HEADS)
 
 
 def _max_pool_pair(node):
@@ -114,7 +119,7 @@ def space_of(group):
     ("pointwise", shape)."""
     if any(n.op == "window_argmax" for n in group):
         return ("window",)
-    gemms = [n for n in group if _is_gemm(n)]
+    gemms = [n for n in group if _takes_epilogue(n)]
     if gemms:
         return (REGISTRY[gemms[0].op].family, gemms[0].shape)
     reductions = [n for n in group if n.op in ROW_REDUCTIONS]
@@ -143,7 +148,7 @@ def fuse(graph, max_group=48):
              if producer.op not in ("input", "const")]
     # epilogues last: a GEMM takes its consumers' groups as they are, so that a row kernel
     # around a reduction (batch norm's statistics of a conv's output) stays whole
-    epilogues = [(p, c) for p, c in pairs if _is_gemm(p) and _fusable_member(c)]
+    epilogues = [(p, c) for p, c in pairs if _takes_epilogue(p) and _fusable_member(c)]
     later = set(epilogues)
     for producer, node in [pair for pair in pairs if pair not in later] + epilogues:
         if group_of[producer] == group_of[node]:
@@ -156,7 +161,7 @@ def fuse(graph, max_group=48):
     order = {n: i for i, n in enumerate(graph.nodes)}
     rejected.sort(key=lambda r: order[r[1]])          # in the order of the consumers, as the graph reads
     kept = [g for g in groups if g]
-    kept = [sorted(g, key=lambda n: (not _is_gemm(n), order[n])) for g in kept]    # a GEMM heads its group
+    kept = [sorted(g, key=lambda n: (not _takes_epilogue(n), order[n])) for g in kept]    # a GEMM heads its group
     group_of = {n: i for i, g in enumerate(kept) for n in g}
     return FusionPlan(graph, kept, group_of, rejected)
 
@@ -175,11 +180,11 @@ def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
     if consumer.op in VIEW_OPS and consumer.op != "expand":
         return f"the {consumer.op} reads its input in another element order"
     p_ok, c_ok = _fusable_member(producer), _fusable_member(consumer)
-    p_gemm, c_gemm = _is_gemm(producer), _is_gemm(consumer)
+    p_gemm, c_gemm = _takes_epilogue(producer), _takes_epilogue(consumer)
     p_family, c_family = REGISTRY[producer.op].family, REGISTRY[consumer.op].family
     if c_gemm and (p_ok or p_gemm):
-        return f"{consumer.op} is a {c_family} kernel: work joins it only after its K loop, as an epilogue; " \
-               "fusing a producer into its operand loads (a prologue) is not implemented"
+        return f"{consumer.op} is a {c_family} kernel: work joins it only after it computes, as an epilogue; " \
+               "fusing a producer into its loads (a prologue) is not implemented"
     if p_gemm and not c_ok:
         return f"{consumer.op} is a {c_family} kernel: only pointwise nodes join a {p_family} kernel, as its epilogue"
     if not p_ok and not c_ok:
@@ -187,14 +192,14 @@ def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
                "nodes fuse so far (and join matmul and conv kernels as epilogues)"
     if not p_ok and not p_gemm:
         return f"{producer.op} is a {p_family} kernel; fusing a pointwise consumer into its epilogue is implemented " \
-               "for matmul and conv kernels only"
+               "for matmul, conv and the window transposes only"
     if not c_ok:
         return f"{consumer.op} is a {c_family} kernel; fusing a pointwise producer into it is not implemented yet"
     mine, theirs = groups[group_of[producer]], groups[group_of[consumer]]
     if len(mine) + len(theirs) > max_group:
         return f"the kernel would exceed {max_group} nodes"
     merged = set(mine) | set(theirs)
-    gemms = [n for n in mine + theirs if _is_gemm(n)]
+    gemms = [n for n in mine + theirs if _takes_epilogue(n)]
     if gemms:
         reason = _why_not_epilogue(gemms, mine + theirs, merged, users, outputs)
         if reason:

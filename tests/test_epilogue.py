@@ -170,8 +170,8 @@ def test_what_stays_apart_and_why(rng):
     assert any("one matmul or conv per kernel" in r for r in reasons)
     assert any("epilogue holds pointwise nodes only" in r for r in reasons)
     for group in plan.groups:
-        assert sum(fusion._is_gemm(n) for n in group) <= 1
-        assert not fusion._is_gemm(group[0]) or all(not fusion._is_gemm(n) for n in group[1:])
+        assert sum(fusion._takes_epilogue(n) for n in group) <= 1
+        assert not fusion._takes_epilogue(group[0]) or all(not fusion._takes_epilogue(n) for n in group[1:])
     check(f, x, w, v)
 
 

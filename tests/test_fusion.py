@@ -149,3 +149,22 @@ def test_max_pool_forward_is_one_kernel_that_stores_the_max_and_its_offset(rng):
     assert first.label == "max_pool2d" and len(first.outputs) == 2    # offsets for the backward, and the max
     for got, want in zip(executor([x]), run_graph(graph, [x])):
         assert rel_error(got, want) < 1e-5
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_pooling_backward_takes_the_activation_gradient_as_an_epilogue(pool, rng):
+    x = nonzero(rng, (2, 3, 7, 6), dtype=np.float32)
+    r = nonzero(rng, (2, 3, 3, 3), dtype=np.float32)
+
+    def loss(x, r):
+        pooled = O.max_pool2d(O.relu(x), 3, 2, 1) if pool == "max" else O.avg_pool2d(O.tanh(x), 2, 2)
+        return O.sum(pooled[:, :, :3, :3] * r)
+
+    graph = C.simplify(C.grad_graph(C.trace(loss, x, r), (0,)))
+    fused = TritonExecutor(graph, Target(), poison=True)
+    heads = [k for k in fused.schedule.kernels if k.nodes[0].op in ("window_scatter", "window_sum_transpose")]
+    assert len(heads) == 1 and len(heads[0].nodes) > 1           # the activation's gradient joined the window kernel
+    assert "epilogue:" in fused.sources[fused.schedule.kernels.index(heads[0])]
+    unfused = TritonExecutor(graph, Target(), poison=True, fuse=False)
+    for a, b, w in zip(fused([x, r]), unfused([x, r]), run_graph(graph, [x, r])):
+        assert rel_error(a, w) < 1e-5 and rel_error(b, w) < 1e-5

@@ -29,9 +29,10 @@ class Epilogue:
     """The epilogue of one GEMM kernel: which inputs it reads (as views over the output's
     shape), which output dimensions those reads need, and the statements it adds."""
 
-    def __init__(self, kernel, names):
+    def __init__(self, kernel, names, acc="acc"):
         self.kernel = kernel
         self.names = names
+        self.acc = acc                      # the variable holding the head's result
         self.gemm = kernel.nodes[0]
         self.nodes = list(kernel.nodes[1:])
         self.shape = self.gemm.shape
@@ -86,9 +87,10 @@ class Epilogue:
         rand); tile_shape: "(BLOCK_M, BLOCK_N)"."""
         names, gemm = self.names, self.gemm
         stored = [names[n] for n in self.kernel.outputs if n is not gemm]
-        acc_note = f"acc holds {names[gemm]}" + ("" if gemm in self.kernel.outputs else ", never stored itself")
+        held = f"{self.acc} holds {names[gemm]}" if self.acc != names[gemm] else names[gemm]
+        acc_note = held + ("" if gemm in self.kernel.outputs else ", never stored itself")
         body = [f"    # {self.note()}, on the tile in registers; {acc_note}"]
-        value = {gemm: "acc"}
+        value = {gemm: self.acc}
         for node, view in self.views.items():
             name = names[node]
             if isinstance(view, Literal):

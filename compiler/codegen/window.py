@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..printer import node_code
+from .epilogue import Epilogue
 from .common import TL_DTYPE, KernelSource, address
 
 FORWARD = ("window_sum", "window_argmax", "window_gather")
@@ -35,7 +36,8 @@ ACC_DTYPE = {"float32": "tl.float32", "float64": "tl.float64", "int32": "tl.int3
 
 def generate(kernel, names, target):
     node = kernel.nodes[0]          # max pooling fused: (window_argmax, window_gather), the argmax leads
-    pooled = kernel.nodes[1] if len(kernel.nodes) == 2 else None
+    pooled = kernel.nodes[1] if node.op == "window_argmax" and len(kernel.nodes) == 2 else None
+    epilogue = Epilogue(kernel, names, acc=names[node]) if not pooled and len(kernel.nodes) > 1 else None
     a = node.attrs
     window = dict(zip(("kernel", "stride", "padding", "dilation"),
                       (a["kernel_size"], a["stride"], a["padding"], a["dilation"])))
@@ -43,7 +45,8 @@ def generate(kernel, names, target):
     total = int(np.prod(lanes))
     forward = node.op in FORWARD
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window.values()
-    what_op = f"{node.op} + {pooled.op} (max pooling: the max and its offset in one pass)" if pooled else node.op
+    what_op = f"{node.op} + {pooled.op} (max pooling: the max and its offset in one pass)" if pooled else \
+        f"{node.op}; {epilogue.note()}" if epilogue else node.op
     src = KernelSource(kernel, names, family_note=f"{what_op}, {kh}x{kw} windows, stride ({sh}, {sw}), padding "
                                                    f"({ph}, {pw}), dilation ({dh}, {dw}); one lane per output element")
     ins, outs = src.pointer_args()
@@ -61,8 +64,12 @@ def generate(kernel, names, target):
     body += [f"    {line}" for line in make(kernel, names, index, window)]
     if pooled is not None:
         body.append(f"    {names[pooled]} = best    # {node_code(pooled, names)}: the max, found on the way")
-    for out in kernel.outputs:
-        body.append(f"    tl.store({names[out]}_ptr + offs, {names[out]}, mask=mask)")
+    if epilogue:
+        body += epilogue.lines(src, index, lambda base, offset: f"{base} + {offset}", "mask", "offs", "offs",
+                               "(BLOCK,)")
+    else:
+        for out in kernel.outputs:
+            body.append(f"    tl.store({names[out]}_ptr + offs, {names[out]}, mask=mask)")
     src.body = body
     args = ", ".join(ins + outs)
     if target.interpret:
