@@ -168,3 +168,21 @@ def test_pooling_backward_takes_the_activation_gradient_as_an_epilogue(pool, rng
     unfused = TritonExecutor(graph, Target(), poison=True, fuse=False)
     for a, b, w in zip(fused([x, r]), unfused([x, r]), run_graph(graph, [x, r])):
         assert rel_error(a, w) < 1e-5 and rel_error(b, w) < 1e-5
+
+
+def test_batch_norm_forward_is_one_kernel_and_its_backward_at_most_three(rng):
+    x = nonzero(rng, (8, 4, 5, 5), dtype=np.float32)
+    gamma, beta = nonzero(rng, (4,), dtype=np.float32), nonzero(rng, (4,), dtype=np.float32)
+    r = nonzero(rng, x.shape, dtype=np.float32)
+
+    def bn(x, g, b):
+        return O.batch_norm(x, None, None, g, b, training=True)
+
+    forward = C.simplify(C.trace(bn, x, gamma, beta))
+    assert [k.family for k in TritonExecutor(forward, Target()).schedule.kernels] == ["rows"]
+    joint = C.simplify(C.grad_graph(C.trace(lambda x, g, b, r: O.sum(bn(x, g, b) * r), x, gamma, beta, r), (0, 1, 2)))
+    executor = TritonExecutor(joint, Target(), poison=True)
+    # the forward, the loss's sum (which the test adds) and at most three for the backward
+    assert len(executor.schedule.kernels) <= 5
+    for got, want in zip(executor([x, gamma, beta, r]), run_graph(joint, [x, gamma, beta, r])):
+        assert rel_error(got, want) < 1e-4
