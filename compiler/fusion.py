@@ -214,14 +214,8 @@ def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
         shape = broadcast_shapes(*(n.shape for n in mine + theirs))    # the kernel's iteration space
     except ShapeError:
         return f"{producer.type_str} and {consumer.type_str} do not broadcast to one iteration space"
-    for n in mine + theirs:
-        if n.op in SOURCE_OPS and n.shape != shape:
-            return f"{n.op} numbers its elements over its own shape {n.shape}, not the kernel's {shape}"
-        stored = n in outputs or any(u not in merged for u in users[n])
-        if stored and n.shape != shape:
-            return (f"{n.op} ({n.type_str}) is also needed outside the kernel at its own shape, but the kernel "
-                    f"iterates over {shape}")
-    return _cycle_reason(mine + theirs, merged, users, groups, group_of)
+    return (_iteration_reason(mine + theirs, merged, users, outputs, shape, "the kernel iterates over")
+            or _cycle_reason(mine + theirs, merged, users, groups, group_of))
 
 
 def _why_not_epilogue(gemms, members, merged, users, outputs):
@@ -247,13 +241,19 @@ def _why_not_epilogue(gemms, members, merged, users, outputs):
         return f"the epilogue's shapes do not broadcast to the {gemm.op} output {gemm.type_str}"
     if space != shape:
         return f"the epilogue would iterate over {space}, not over the {gemm.op} output's tiles {shape}"
+    return _iteration_reason(members, merged, users, outputs, shape, "the epilogue stores tiles of")
+
+
+def _iteration_reason(members, merged, users, outputs, shape, space_words):
+    """A kernel that visits every element of `shape` once: a source (iota, rand) must number
+    its elements over that shape, and a value stored for use elsewhere must have it."""
     for n in members:
         if n.op in SOURCE_OPS and n.shape != shape:
             return f"{n.op} numbers its elements over its own shape {n.shape}, not the kernel's {shape}"
         stored = n in outputs or any(u not in merged for u in users[n])
         if stored and n.shape != shape:
-            return (f"{n.op} ({n.type_str}) is also needed outside the kernel at its own shape, but the epilogue "
-                    f"stores tiles of {shape}")
+            return (f"{n.op} ({n.type_str}) is also needed outside the kernel at its own shape, but {space_words} "
+                    f"{shape}")
     return None
 
 

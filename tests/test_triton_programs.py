@@ -1,22 +1,15 @@
 """Hypothesis programs (3-15 ops over random shapes, see tests/test_random_programs.py)
 compiled to Triton kernels and run under the interpreter equal the reference executor,
 in value and in every gradient."""
-import numpy as np
 from hypothesis import HealthCheck, given, settings
 
 import compiler as C
-from tests.test_random_programs import chainrule_fn, describe, programs
+from tests.test_random_programs import _error, chainrule_fn, describe, programs
 
 # float64 on both sides, but not the same formulas: the kernels compute tanh and sigmoid from
 # exp, and 1 - tanh(x)**2 near saturation turns their last-bit differences into relative
 # differences of ~1e-8 in a tiny gradient
 TOLERANCE = 1e-6
-
-
-def _error(got, want):
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    assert got.shape == want.shape
-    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-8))
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
