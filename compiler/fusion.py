@@ -89,9 +89,15 @@ def is_total(node, shape, dims):
             and node.inputs[0].shape != shape)
 
 
+def unit_reshape(node):
+    """A reshape that only adds or removes dimensions of size 1 ((64,) -> (64, 1)): it keeps
+    every element where it was, so inside a kernel it is a new name for the same registers."""
+    return node.op == "reshape" and [n for n in node.inputs[0].shape if n != 1] == [n for n in node.shape if n != 1]
+
+
 def _fusable_member(node):
     """Can this node live inside a pointwise group, or a row group around a reduction?"""
-    if node.op == "expand" or node.op in ROW_REDUCTIONS:
+    if node.op == "expand" or node.op in ROW_REDUCTIONS or unit_reshape(node):
         return True
     return REGISTRY[node.op].family in POINTWISE_FAMILIES or node.op in SOURCE_OPS
 
@@ -103,6 +109,36 @@ def _takes_epilogue(node):
     """Kernels that pointwise consumers may join as an epilogue: matmul and conv (on the
     accumulator tile), and the window kernels whose lanes each finish one output element."""
     return node.op in REGISTRY and (REGISTRY[node.op].family in GEMM_FAMILIES or node.op in WINDOW_HEADS)
+
+
+def rides_along(reduction, gemm):
+    """Which operand of `gemm` (0: A, 1: B) `reduction` sums over exactly the GEMM's own
+    reduction dimensions, or None. Such a sum (a bias gradient: Σ over the batch of the
+    output gradient, next to the weight gradient that reads the same tensor) can *ride
+    along* the GEMM: its K loop already loads every element of that operand, tile by tile,
+    so adding up the tile costs no extra read. cuBLASLt's BGRAD epilogues do the same."""
+    if reduction.op != "reduce_sum" or reduction.dtype != gemm.dtype:
+        return None
+    x, dims = reduction.inputs[0], tuple(reduction.attrs["dims"])
+    kept = [n for n in reduction.shape if n != 1]
+    if gemm.op == "matmul" and len(gemm.shape) == 2 and gemm.inputs[0] is not gemm.inputs[1]:
+        a, b = gemm.inputs
+        if x is a and dims == (1,) and kept == [n for n in a.shape[:1] if n != 1]:
+            return 0
+        if x is b and dims == (0,) and kept == [n for n in b.shape[1:] if n != 1]:
+            return 1
+    if gemm.op == "conv2d_grad_weight" and x is gemm.inputs[1] and dims == (0, 2, 3) and gemm.inputs[0] is not x:
+        return 0                       # g is A: rows are the output channels, k runs over (n, out_h, out_w)
+    return None
+
+
+def riders(group):
+    """{reduction: operand} of the reductions riding along the group's GEMM (see rides_along)."""
+    gemm = next((n for n in group if _takes_epilogue(n)), None)
+    if gemm is None:
+        return {}
+    found = {n: rides_along(n, gemm) for n in group if n is not gemm}
+    return {n: k for n, k in found.items() if k is not None}
 
 
 def _max_pool_pair(node):
@@ -144,6 +180,18 @@ def fuse(graph, max_group=48):
     for node in computing:
         if _max_pool_pair(node):
             _merge(group_of[node], group_of[node.inputs[1]], groups, group_of)
+    # a sum of a GEMM operand over the GEMM's K dims (the bias gradient beside the weight
+    # gradient) rides along the GEMM's K loop; one such sum per operand
+    for node in computing:
+        for gemm in users[node.inputs[0]] if node.op == "reduce_sum" else ():
+            group = groups[group_of[gemm]]
+            operand = rides_along(node, gemm) if _takes_epilogue(gemm) else None
+            if operand is None or operand in riders(group).values() or len(groups[group_of[node]]) > 1:
+                continue
+            merged = set(group) | {node}
+            if _path_back(group + [node], merged, users, groups, group_of) is None:
+                _merge(group_of[node], group_of[gemm], groups, group_of)
+                break
     pairs = [(producer, node) for node in computing for producer in dict.fromkeys(node.inputs)
              if producer.op not in ("input", "const")]
     # epilogues last: a GEMM takes its consumers' groups as they are, so that a row kernel
@@ -175,9 +223,9 @@ def _merge(a, b, groups, group_of):
 
 def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
     """None if producer's group and consumer's group can be one kernel, else the reason."""
-    if producer.op in VIEW_OPS and producer.op != "expand":
+    if producer.op in VIEW_OPS and producer.op != "expand" and not unit_reshape(producer):
         return f"a {producer.op} between them changes which element each lane reads"
-    if consumer.op in VIEW_OPS and consumer.op != "expand":
+    if consumer.op in VIEW_OPS and consumer.op != "expand" and not unit_reshape(consumer):
         return f"the {consumer.op} reads its input in another element order"
     p_ok, c_ok = _fusable_member(producer), _fusable_member(consumer)
     p_gemm, c_gemm = _takes_epilogue(producer), _takes_epilogue(consumer)
@@ -214,18 +262,36 @@ def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
         shape = broadcast_shapes(*(n.shape for n in mine + theirs))    # the kernel's iteration space
     except ShapeError:
         return f"{producer.type_str} and {consumer.type_str} do not broadcast to one iteration space"
+    for n in mine + theirs:
+        if n.op == "reshape" and _aligned(n.inputs[0].shape, len(shape)) != _aligned(n.shape, len(shape)):
+            return (f"the reshape {n.inputs[0].shape} -> {n.shape} moves its elements to other positions of the "
+                    f"iteration space {shape} (a lane would read the wrong element)")
     return (_iteration_reason(mine + theirs, merged, users, outputs, shape, "the kernel iterates over")
             or _cycle_reason(mine + theirs, merged, users, groups, group_of))
+
+
+def _aligned(shape, rank):
+    """`shape` broadcast against an iteration space of `rank` dimensions (NumPy aligns the right)."""
+    return (1,) * (rank - len(shape)) + tuple(shape)
 
 
 def _why_not_epilogue(gemms, members, merged, users, outputs):
     """A GEMM and its epilogue: one GEMM, then pointwise nodes over its output's elements
     (each tile of the output is all a program holds), none of them feeding the GEMM."""
+    reshapes = [n for n in members if n.op == "reshape"]
+    if reshapes:
+        return f"a reshape ({reshapes[0].type_str}) in the epilogue of a {gemms[0].op} is not implemented"
     if len(gemms) > 1:
         return f"the kernel would compute two GEMMs ({gemms[0].op} and {gemms[1].op}): one matmul or conv per kernel"
     gemm, = gemms
     shape = gemm.shape
-    reductions = sorted((n for n in members if n.op in ROW_REDUCTIONS), key=lambda n: n.id)
+    riding = riders(members)
+    for n in members:
+        for i in n.inputs:
+            if i in riding:
+                return (f"{i.op} rides along the {gemm.op}'s K loop and is complete only in the programs of the first "
+                        f"row (or column) of tiles; {n.op} cannot read it in the epilogue")
+    reductions = sorted((n for n in members if n.op in ROW_REDUCTIONS and n not in riding), key=lambda n: n.id)
     if reductions:
         r = reductions[0]
         return (f"the {r.op} over dims {tuple(r.attrs['dims'])} in the consumer's row kernel combines elements of "
@@ -236,12 +302,13 @@ def _why_not_epilogue(gemms, members, merged, users, outputs):
             return (f"{n.op} feeds the {gemm.op}: it would have to run before the K loop (a prologue), which is not "
                     "implemented")
     try:
-        space = broadcast_shapes(*(n.shape for n in members))
+        space = broadcast_shapes(*(n.shape for n in members if n not in riding))
     except ShapeError:
         return f"the epilogue's shapes do not broadcast to the {gemm.op} output {gemm.type_str}"
+    pointwise = [n for n in members if n not in riding]
     if space != shape:
         return f"the epilogue would iterate over {space}, not over the {gemm.op} output's tiles {shape}"
-    return _iteration_reason(members, merged, users, outputs, shape, "the epilogue stores tiles of")
+    return _iteration_reason(pointwise, merged, users, outputs, shape, "the epilogue stores tiles of")
 
 
 def _iteration_reason(members, merged, users, outputs, shape, space_words):
@@ -310,6 +377,9 @@ def _why_not_rows(members, merged, users, outputs):
                 f"(at most {WHOLE_LIMIT})")
     allowed = (shape, keepdim, dropped) + (((),) if totals else ())
     for n in members:
+        if n.op == "reshape" and not {n.shape, n.inputs[0].shape} <= {keepdim, dropped}:
+            return (f"the reshape {n.inputs[0].shape} -> {n.shape} is not between the two forms of one value per row, "
+                    f"{keepdim} and {dropped}")
         if n.shape == shape and dropped not in (shape, keepdim):
             for i in n.inputs:
                 if i in merged and i.shape == dropped:

@@ -86,9 +86,14 @@ class Kernel:
     def label(self):
         """What the kernel computes, in a word: its node's op, or for a fused group the
         composites its nodes come from (softmax, layer_norm, conv2d_relu)."""
-        if len(self.nodes) == 1:
-            return self.nodes[0].op
-        parts = list(dict.fromkeys(n.scope[0] if n.scope else n.op for n in self.nodes if n.op != "expand"))
+        from .fusion import riders
+
+        riding = riders(self.nodes)           # a bias gradient riding along a GEMM: named as such
+        nodes = [n for n in self.nodes if n not in riding]
+        if len(nodes) == 1:
+            return nodes[0].op + ("_bias_grad" if riding else "")
+        parts = list(dict.fromkeys(n.scope[0] if n.scope else n.op for n in nodes if n.op != "expand"))
+        parts += ["bias_grad"] if riding else []
         return "_".join(parts) if len(parts) <= 3 else f"{parts[0]}_to_{parts[-1]}"
 
     @property

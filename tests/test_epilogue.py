@@ -206,3 +206,45 @@ def test_zoo_training_steps_launch_fewer_kernels(name, monkeypatch):
         assert len(with_epilogues) < len(without)
     else:                              # every GEMM output feeds a reduction (batch norm, cross entropy)
         assert len(with_epilogues) <= len(without)
+
+
+# -- bias gradients riding along the weight gradient's K loop ----------------------------------
+
+def rider_kernels(executor):
+    return [k for k in executor.schedule.kernels if fusion.riders(k.nodes)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sums_of_either_matmul_operand_ride_along_its_k_loop(dtype, rng):
+    """Σ_k of A (one value per row) and Σ_k of B (one per column) come out of the matmul kernel
+    that loads those tiles anyway; every element is stored once (the outputs are poisoned)."""
+    a, b = nonzero(rng, (37, 19), dtype=dtype), nonzero(rng, (19, 23), dtype=dtype)
+    fused = check(lambda a, b: (a @ b, O.sum(a, 1), O.sum(b, 0)), a, b)
+    kernels = rider_kernels(fused)
+    assert len(fused.schedule.kernels) == 1 and len(kernels) == 1 and len(fusion.riders(kernels[0].nodes)) == 2
+    assert "rides along the K loop" in fused.sources[0]
+
+
+def test_the_bias_gradients_of_linear_and_conv2d_ride_along_the_weight_gradients(rng):
+    x = nonzero(rng, (5, 3, 6, 6), dtype=np.float32)
+    w1, b1 = nonzero(rng, (4, 3, 3, 3), dtype=np.float32), nonzero(rng, (4,), dtype=np.float32)
+    w2, b2 = nonzero(rng, (7, 4 * 36), dtype=np.float32), nonzero(rng, (7,), dtype=np.float32)
+
+    def loss(w1, b1, w2, b2, x):
+        h = O.relu(O.conv2d(x, w1, b1, padding=1))
+        return O.sum(O.tanh(O.linear(h.reshape((5, -1)), w2, b2)))
+
+    graph = C.simplify(C.grad_graph(C.trace(loss, w1, b1, w2, b2, x), (0, 1, 2, 3)))
+    args = [w1, b1, w2, b2, x]
+    executor = TritonExecutor(graph, Target(), poison=True)
+    labels = sorted(k.label for k in rider_kernels(executor))
+    assert labels == ["conv2d_grad_weight_bias_grad", "matmul_bias_grad"]
+    for got, want in zip(executor(args), run_graph(graph, args)):
+        assert rel_error(got, want) < 1e-4           # float32 sums of 180 products, in another order
+
+
+def test_a_sum_that_feeds_its_own_gemm_does_not_ride_along(rng):
+    """s = Σ_k b feeds a, and a @ b would wait for s: riding along would be a cycle."""
+    a, b = nonzero(rng, (6, 8), dtype=np.float64), nonzero(rng, (8, 8), dtype=np.float64)
+    fused = check(lambda a, b: (a * O.sum(b, 0)) @ b, a, b)
+    assert not rider_kernels(fused)

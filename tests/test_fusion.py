@@ -125,6 +125,30 @@ def test_row_composites_compile_to_one_kernel(name, rng):
     assert rel_error(executor([x, labels])[0], run_graph(graph, [x, labels])[0]) < 1e-5
 
 
+def test_cross_entropy_and_its_gradient_are_one_row_kernel(rng):
+    """The backward of log_softmax reshapes its row sums (64,) -> (64, 1): a reshape that only
+    adds a size-1 dimension keeps every element in its lane, so it fuses into the row kernel."""
+    x = nonzero(rng, (6, 10), dtype=np.float32)
+    labels = rng.integers(0, 10, 6)
+    graph = C.simplify(C.grad_graph(C.trace(O.cross_entropy, x, labels), (0,)))
+    executor = TritonExecutor(graph, Target(), poison=True)
+    assert [k.family for k in executor.schedule.kernels] == ["rows"]
+    assert any(n.op == "reshape" for n in executor.schedule.kernels[0].nodes)
+    for got, want in zip(executor([x, labels]), run_graph(graph, [x, labels])):
+        assert rel_error(got, want) < 1e-5
+
+
+def test_a_reshape_that_moves_elements_to_other_lanes_is_not_fused(rng):
+    """(4,) -> (4, 1) then added to a [4, 4] tile: the reshaped value varies along rows, the
+    original along columns; fusing the reshape would read the wrong element."""
+    x, y = nonzero(rng, (4,), dtype=np.float32), nonzero(rng, (4, 4), dtype=np.float32)
+    graph = C.trace(lambda x, y: O.exp(x).reshape((4, 1)) + y, x, y)
+    plan = fuse(graph)
+    assert any("moves its elements" in reason or "reshape" in reason for _, _, reason in plan.rejected)
+    got = TritonExecutor(graph, Target(), poison=True)([x, y])[0]
+    assert rel_error(got, run_graph(graph, [x, y])[0]) < 1e-6
+
+
 def test_the_fusion_report_names_every_kernel_and_reason(rng):
     graph, _ = training_step("lenet", rng)
     plan = fuse(graph)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from ..lower import View
 from .common import TL_DTYPE, KernelSource, address
-from .epilogue import Epilogue
+from .epilogue import Epilogue, Rider
 
 # index of a row digit in a [BLOCK_M, ...] tile, of a column digit in a [..., BLOCK_N] tile;
 # a reduction digit is a column of A's tile and a row of B's
@@ -264,7 +264,10 @@ def _emit(kernel, names, target, gemm):
     src = KernelSource(kernel, names, family_note=f"{node.op} as an implicit GEMM [{m} x {k}] @ [{k} x {n}]; "
                                                  f"stride {attrs['stride']}, padding {attrs['padding']}, "
                                                  f"dilation {attrs['dilation']}"
-                                                 + (f"; {epilogue.note()}" if epilogue else ""))
+                                                 + (f"; {epilogue.note()}" if epilogue else "")
+                                                 + epilogue.rider_note())
+    # conv2d_grad_weight's bias gradient: a sum of A (g) along k, one value per row (channel o)
+    riders = [Rider(r, names, a_tile, 1, "(BLOCK_M,)", "") for r in epilogue.riders]
     if epilogue:              # after the k loop: the epilogue reads and writes at the output positions
         def tile_pointers(base, offset):
             return _pointer(base, offset, {}, "(BLOCK_M, BLOCK_N)")
@@ -272,7 +275,8 @@ def _emit(kernel, names, target, gemm):
         after = epilogue.lines(src, gemm.out_index, tile_pointers, "out_mask", out_address, out_address,
                                "(BLOCK_M, BLOCK_N)")
     else:
-        after = [f"    {store}"]
+        after = [f"    {store}"] if node in kernel.outputs else []
+    after += [line for rider in riders for line in rider.store(row, "row_mask", "tl.program_id(1) == 0")]
     code = a_lines + b_lines + [a_load, b_load] + after
     ins, outs = src.pointer_args()
     precision = "tf32" if target.allow_tf32 and node.dtype == "float32" else "ieee"
@@ -290,7 +294,9 @@ def _emit(kernel, names, target, gemm):
     body += [f"    {col} = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)",
              f"    col_mask = {col} < {n}"]
     body += [f"    {line}" for line in _split(col, gemm.cols, code)]
-    body += [f"    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype={acc_dtype})",
+    body += [f"    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype={acc_dtype})"]
+    body += [line for rider in riders for line in rider.start()]
+    body += [
              "    # walk the reduction BLOCK_K at a time",
              f"    for k_start in range(0, {k}, BLOCK_K):",
              f"        {ks} = k_start + tl.arange(0, BLOCK_K)",
@@ -298,7 +304,9 @@ def _emit(kernel, names, target, gemm):
     body += [f"        {line}" for line in _split(ks, gemm.reduction, code)]
     body += _comment(gemm.a.math, "        ") + [f"        {line}" for line in a_lines + [a_load]]
     body += _comment(gemm.b.math, "        ") + [f"        {line}" for line in b_lines + [b_load]]
-    body += [f'        acc = tl.dot({a_tile}, {b_tile}, acc, input_precision="{precision}")',
+    body += [f'        acc = tl.dot({a_tile}, {b_tile}, acc, input_precision="{precision}")']
+    body += [line for rider in riders for line in rider.step()]
+    body += [
              f"    # {out}[{gemm.out_math}] = acc[m, col]",
              f"    out_mask = row_mask{ROW} & col_mask{COL}"]
     body += after

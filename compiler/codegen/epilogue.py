@@ -19,6 +19,7 @@ output index is written in terms of their tile and hand it here.
 from __future__ import annotations
 
 from ..errors import BackendError
+from ..fusion import riders
 from ..lower import Literal, View
 from ..printer import node_code
 from .common import TL_DTYPE, address, dims_needed, literal_code
@@ -34,7 +35,8 @@ class Epilogue:
         self.names = names
         self.acc = acc                      # the variable holding the head's result
         self.gemm = kernel.nodes[0]
-        self.nodes = list(kernel.nodes[1:])
+        self.riders = riders(kernel.nodes)          # sums riding along the K loop: not epilogue work
+        self.nodes = [n for n in kernel.nodes[1:] if n not in self.riders]
         self.shape = self.gemm.shape
         own = set(kernel.nodes)
         self.views = {}                     # input node -> View over the output shape, or Literal
@@ -48,6 +50,11 @@ class Epilogue:
 
     def __bool__(self):
         return bool(self.nodes)
+
+    def rider_note(self):
+        """The sums riding along, in a few words for the kernel's header (or "")."""
+        return "".join(f"; {self.names[n]} = Σ_k {self.names[n.inputs[0]]} rides along the K loop"
+                       for n in self.riders)
 
     def needed_dims(self):
         """The output dimensions whose index the epilogue reads (rand reads them all)."""
@@ -86,7 +93,8 @@ class Epilogue:
         (rows, cols) in a contiguous output; flat: the element's row-major number (for
         rand); tile_shape: "(BLOCK_M, BLOCK_N)"."""
         names, gemm = self.names, self.gemm
-        stored = [names[n] for n in self.kernel.outputs if n is not gemm]
+        outputs = [n for n in self.kernel.outputs if n not in self.riders]
+        stored = [names[n] for n in outputs if n is not gemm]
         held = f"{self.acc} holds {names[gemm]}" if self.acc != names[gemm] else names[gemm]
         acc_note = held + ("" if gemm in self.kernel.outputs else ", never stored itself")
         body = [f"    # {self.note()}, on the tile in registers; {acc_note}"]
@@ -124,6 +132,31 @@ class Epilogue:
         if stored:
             also = f" and {names[gemm]}" if gemm in self.kernel.outputs else ""
             body.append(f"    # store {', '.join(stored)}{also}")
-        for out in self.kernel.outputs:
+        for out in outputs:
             body.append(f"    tl.store({pointer(f'{names[out]}_ptr', store_address)}, {value[out]}, mask={mask})")
         return body
+
+
+class Rider:
+    """A sum riding along a GEMM's K loop (fusion.rides_along): the bias gradient Σ_k of an
+    operand, added up tile by tile from the tiles the loop loads anyway. Every program sums
+    its own tiles; only the programs of the first tile column (for A: a sum per row) or of
+    the first tile row (for B: a sum per column) store it, so each element is written once."""
+
+    def __init__(self, node, names, tile, axis, shape, keep):
+        self.node, self.name = node, names[node]
+        self.tile, self.axis, self.shape, self.keep = tile, axis, shape, keep
+        self.operand = names[node.inputs[0]]
+
+    def start(self):
+        return [f"    {self.name} = tl.zeros({self.shape}, {TL_DTYPE[self.node.dtype]})   # "
+                f"{self.name} = Σ_k {self.operand}, riding along the K loop (the bias gradient)"]
+
+    def step(self):
+        return [f"        {self.name} += tl.sum({self.tile}, axis={self.axis}){self.keep}"
+                f"   # the sum over k of the tile just loaded"]
+
+    def store(self, where, mask, first):
+        return [f"    if {first}:   # {node_code(self.node, {self.node: self.name, self.node.inputs[0]: self.operand})}"
+                ": stored once, by the first tile of its line",
+                f"        tl.store({self.name}_ptr + {where}, {self.name}, mask={mask})"]

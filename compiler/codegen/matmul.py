@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from .common import TL_DTYPE, KernelSource, address, digits, dims_needed, next_pow2
-from .epilogue import Epilogue
+from .epilogue import Epilogue, Rider
 
 # GPU tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the autotuner, suited to
 # Hopper: float32 goes through the tensor cores (tf32) or plain FMAs (ieee); float64 tiles
@@ -53,7 +53,13 @@ def generate(kernel, names, target):
     count = f"{batches} products of " if batched else ""
     epilogue = Epilogue(kernel, names)
     src = KernelSource(kernel, names, family_note=f"matmul, {count}[{M},{K}] @ [{K},{N}]"
-                       + (f"; {epilogue.note()}" if epilogue else ""))
+                       + (f"; {epilogue.note()}" if epilogue else "") + epilogue.rider_note())
+    # a sum of A along k is one value per row (stored by the first tile of each row of tiles),
+    # a sum of B along k one per column (stored by the first tile of each column of tiles)
+    riders = [(Rider(r, names, a_tile, 1, "(BLOCK_M, 1)", "[:, None]"), "rows", "row_mask", "tile % tiles_across == 0")
+              if k == 0 else
+              (Rider(r, names, b_tile, 0, "(1, BLOCK_N)", "[None, :]"), "cols", "col_mask", "tile // tiles_across == 0")
+              for r, k in epilogue.riders.items()]
 
     # the batch index of each operand: split the program's batch number over the batch dims
     nb = len(batch_shape)
@@ -85,7 +91,9 @@ def generate(kernel, names, target):
              f"    row_mask = rows < {M}",
              f"    col_mask = cols < {N}"]
     body += [f"    {line:<44}  # index along batch dim {d}" for d, line in batch_lines]
-    body += [f"    acc = tl.zeros((BLOCK_M, BLOCK_N), {acc_dtype})   # the running Σ_k, in {node.dtype}",
+    body += [f"    acc = tl.zeros((BLOCK_M, BLOCK_N), {acc_dtype})   # the running Σ_k, in {node.dtype}"]
+    body += [line for rider, *_ in riders for line in rider.start()]
+    body += [
              f"    for k_start in range(0, {K}, BLOCK_K):",
              "        ks = k_start + tl.arange(0, BLOCK_K)",
              f"        k_mask = ks < {K}",
@@ -93,12 +101,14 @@ def generate(kernel, names, target):
              f"        {a_tile} = tl.load({a_ptrs}, mask=row_mask & k_mask[None, :], other=0.0)" + _cast(a, node),
              f"        {b_tile} = tl.load({b_ptrs}, mask=k_mask[:, None] & col_mask, other=0.0)" + _cast(b, node),
              f"        acc = tl.dot({a_tile}, {b_tile}, acc{precision})   # acc += {an}[rows, ks] @ {bn}[ks, cols]"]
+    body += [line for rider, *_ in riders for line in rider.step()]
     if epilogue:
         body.append("    out_mask = row_mask & col_mask")
         body += epilogue.lines(src, batch_index + ["rows", "cols"], _tile_pointers, "out_mask", out_where, out_where,
                                "(BLOCK_M, BLOCK_N)")
-    else:
+    elif node in kernel.outputs:
         body.append(f"    tl.store({out}_ptr + {out_where}, acc, mask=row_mask & col_mask)")
+    body += [line for rider, where, mask, first in riders for line in rider.store(where, mask, first)]
     src.body = body
 
     args = ", ".join(ins + outs)

@@ -71,6 +71,8 @@ def generate(kernel, names, target):
             return reader.inputs[0].shape, own_index(reader.inputs[0])
         if reader.op in ("reduce_sum", "reduce_max"):
             return shape, index
+        if reader.op == "reshape":               # (rows,) <-> (rows, 1): read as it is
+            return reader.inputs[0].shape, own_index(reader.inputs[0])
         return reader.shape, own_index(reader)
 
     def own_index(node):
