@@ -15,12 +15,14 @@ loads and stores. Two numbers judge a schedule:
     - every graph input (data and parameters) that some node reads, read once;
     - every graph output written once;
     - every value the forward saves for the backward (compiler/saved.py) written once, by
-      the forward, and read once, by the backward.
+      the forward, and read once, by the backward; a saved graph input (the data x that the
+      weight gradient x^T @ dy reads, a weight that the input gradient reads) is not written
+      but is read once more, by the backward: no kernel can both use it in the forward and
+      in the backward, which must wait for the loss.
     Bytes are bytes of distinct memory: a view (reshape, permute, expand, slice) counts as
     the buffer it is a view of (`saved.storage`), and a buffer counts once however many
     outputs or saved values are views of it; a saved value that is also a graph output is
-    written once. Graph outputs that are inputs, views of inputs or constants, and saved
-    inputs (kept for the whole step anyway: already counted as read once) add nothing.
+    written once. Graph outputs that are inputs, views of inputs or constants add nothing.
 
 A schedule that fused every kernel boundary away except these would move exactly
 `min_dram_bytes`; `dram_bytes / min_dram_bytes` says how far a schedule is from that.
@@ -87,12 +89,15 @@ def compulsory(graph):
         base = base_of.get(node, node)
         return base if base.op not in ("input", "const") else None
 
-    saved = {computed(v.node) for v in saved_values(graph)} - {None}
+    values = saved_values(graph)
+    saved = {computed(v.node) for v in values} - {None}
+    saved_inputs = {base_of.get(v.node, v.node) for v in values} - saved
+    saved_inputs = {b for b in saved_inputs if not b.is_scalar_const}
     outputs = {computed(o) for o in graph.outputs} - {None}
     return {"inputs_read": sum(nbytes(n) for n in inputs),
             "outputs_written": sum(nbytes(b) for b in outputs - saved),
             "saved_written": sum(nbytes(b) for b in saved),
-            "saved_read": sum(nbytes(b) for b in saved)}
+            "saved_read": sum(nbytes(b) for b in saved | saved_inputs)}
 
 
 __all__ = ["compulsory", "distinct_elements", "dram_bytes", "kernel_bytes", "min_dram_bytes"]

@@ -7,6 +7,7 @@ import ops as O
 from compiler import cost
 from compiler.fusion import fuse
 from compiler.lower import lower
+from compiler.saved import saved_values
 from runtime.zoo import ZOO
 
 
@@ -39,11 +40,12 @@ def test_a_training_step_saves_exp_once_also_through_a_view():
     program = C.compile(f, O.spec((3, 2)), O.spec((8,)), O.spec((4, 3)), grad_argnums=(0, 1), backend="reference")
     # the backward reads h = exp(x @ w) (exp's vjp) and its reshape (mul's vjp, for grad v): one f32[4,2]
     # buffer, 32 B, written once by the forward and read once by the backward. Inputs w, v, x: 24 + 32 + 48 B;
-    # outputs: the loss 4 B, grad w 24 B, grad v 32 B.
+    # outputs: the loss 4 B, grad w 24 B, grad v 32 B. The backward also reads two inputs again: v (32 B,
+    # for h's gradient) and x (48 B, for w's gradient x^T @ dh), which no forward kernel can do for it.
     assert cost.compulsory(program.graph) == {"inputs_read": 104, "outputs_written": 60, "saved_written": 32,
-                                              "saved_read": 32}
+                                              "saved_read": 32 + 32 + 48}
     report = program.report()
-    assert report["min_dram_bytes"] == 228
+    assert report["min_dram_bytes"] == 308
     assert report["min_dram_bytes"] <= report["dram_bytes"] == cost.dram_bytes(program.schedule)
 
 
@@ -61,8 +63,9 @@ def test_kernel_bytes_by_hand_on_a_small_training_step():
         ("matmul", (48 + 32, 24)),                   # x.T (a view of x: 12 floats) @ that: grad w
     ]
     assert cost.dram_bytes(schedule) == 436
-    # x and w read once (72 B), the loss and grad w written once (28 B), exp's output saved (2 x 32 B)
-    assert cost.min_dram_bytes(program.graph) == 72 + 28 + 64
+    # x and w read once (72 B), the loss and grad w written once (28 B), exp's output saved (2 x 32 B),
+    # x read again by the backward (48 B)
+    assert cost.min_dram_bytes(program.graph) == 72 + 28 + 64 + 48
 
 
 # -- the zoo --------------------------------------------------------------------------------------
@@ -74,10 +77,14 @@ def test_compulsory_traffic_bounds_the_fused_schedule_on_the_zoo(name):
     program = C.compile(model.loss, *model.specs(params, 8), grad_argnums=tuple(range(len(params))),
                         backend="reference")
     report = program.report()
-    assert 0 < report["min_dram_bytes"] <= report["dram_bytes"]
+    # the bound holds but for saved values that a kernel computes together with their backward reader
+    # (logreg's cross_entropy kernel and its gradient): those never reach memory (compiler/cost.py)
+    stored = {n for k in program.schedule.kernels for n in k.outputs}
+    in_registers = {v.base for v in saved_values(program.graph) if not v.is_input and v.base not in stored}
+    assert 0 < report["min_dram_bytes"] - 2 * sum(cost.nbytes(n) for n in in_registers) <= report["dram_bytes"]
     assert report["dram_bytes"] <= cost.dram_bytes(lower(program.graph))          # fusion never moves more
     parts = cost.compulsory(program.graph)
-    assert parts["saved_written"] == parts["saved_read"] == report["saved_bytes"]
+    assert parts["saved_written"] == report["saved_bytes"] <= parts["saved_read"]
 
 
 def test_the_interpreter_reports_what_the_reference_reports():
