@@ -2,10 +2,14 @@
 
 The kernel schedule runs in order; step i is kernel i. Every kernel output is a buffer, and
 a buffer is *live* from the step that writes it to the last step whose kernel reads it
-(through any view of it: a transpose or a broadcast reads the same memory). Graph outputs
-stay live to the end. Values the forward saves for the backward need no special case: they
-are simply read late, so they stay live long. Graph inputs (data, parameters) and constant
-arrays live outside the arena, for the whole run.
+(through any view of it: a transpose or a broadcast reads the same memory). Values the
+forward saves for the backward need no special case: they are simply read late, so they stay
+live long. Graph inputs (data, parameters) and constant arrays live outside the arena, for
+the whole run; so do the step's *results* (the buffers of its outputs: the loss, the
+gradients), which belong to the caller once the step returns: the runtime gives each call
+fresh result buffers and the kernels write them directly, so nothing is copied out of the
+arena and the next call cannot overwrite them. (XLA's buffer assignment splits its
+allocations the same way: parameters, outputs, and one "temp" arena.)
 
 Two buffers whose lifetimes do not overlap may share memory. The planner
 
@@ -15,9 +19,10 @@ Two buffers whose lifetimes do not overlap may share memory. The planner
    reads exactly the element it writes, and no other lane reads it), this kernel is the
    input's last use, and the input is not a graph output (graph inputs and constants are
    never in the arena). The pair then is one allocation (`reused_from`);
-2. places the allocations greedily by size, largest first, each in the best-fitting gap
-   (the smallest gap it fits, lowest offset on a tie; above everything when none fits)
-   between the allocations it is live together with, at offsets aligned to `alignment`.
+2. places the allocations greedily, each in the best-fitting gap (the smallest gap it fits,
+   lowest offset on a tie; above everything when none fits) between the allocations it is
+   live together with, at offsets aligned to `alignment`; it tries a few orders (largest
+   first, longest-lived first, ...: ORDERS) and keeps the smallest arena.
 
 Three numbers judge the result: `arena_bytes` (what the plan allocates),
 `live_lower_bound_bytes` (the most bytes live at one step: no plan can use less) and
@@ -62,18 +67,43 @@ def align_up(n, alignment):
     return -(-n // alignment) * alignment
 
 
-def assign_offsets(intervals, alignment=64):
-    """The greedy-by-size best-fit placement: a list of offsets, one per interval, in order.
+# The orders a greedy placement may take the intervals in (ties: the order given). Largest
+# first is the classic; longest-lived first ("by breadth") and largest area of the
+# (time x bytes) rectangle first win on other lifetimes. TFLite's arena planners try several
+# such strategies too; `place` keeps the smallest arena.
+ORDERS = {
+    "largest first": lambda t: (-t.size, t.first),
+    "longest-lived first": lambda t: (-(t.last - t.first), -t.size, t.first),
+    "largest bytes x steps first": lambda t: (-t.size * (t.last - t.first + 1), t.first),
+    "earliest first": lambda t: (t.first, -t.size),
+}
 
-    Largest first (ties: the earlier first step, then the order given). Each goes into the
+
+def place(intervals, alignment=64):
+    """(offsets, the order that gave them): the smallest arena of the greedy best-fit placement
+    over every order of ORDERS (the first order listed wins a tie)."""
+    best = None
+    for name in ORDERS:
+        offsets = assign_offsets(intervals, alignment, name)
+        end = max((o + align_up(t.size, alignment) for o, t in zip(offsets, intervals) if t.size), default=0)
+        if best is None or end < best[0]:
+            best = (end, offsets, name)
+    return best[1], best[2]
+
+
+def assign_offsets(intervals, alignment=64, order="largest first"):
+    """The greedy best-fit placement: a list of offsets, one per interval, in order.
+
+    The intervals are taken in `order` (a key of ORDERS; by default largest first, ties: the
+    earlier first step, then the order given). Each goes into the
     smallest gap that holds it between the already placed intervals whose lifetimes overlap
     its own (lowest offset among equal gaps), or above all of them when no gap does. Every
     offset is a multiple of `alignment`, and every allocation takes whole alignment units.
     Empty intervals (size 0) sit at offset 0 and conflict with nothing."""
     offsets = [0] * len(intervals)
     placed = []
-    order = sorted(range(len(intervals)), key=lambda i: (-intervals[i].size, intervals[i].first, i))
-    for i in order:
+    key = ORDERS[order]
+    for i in sorted(range(len(intervals)), key=lambda i: (*key(intervals[i]), i)):
         item = intervals[i]
         if item.size == 0:
             continue
@@ -128,6 +158,8 @@ class MemoryPlan:
     steps: int = 0                       # kernels in the schedule
     peak_step: int | None = None         # a step where the lower bound's bytes are live
     persistent: list = field(default_factory=list)   # (name, type, bytes) outside the arena
+    results: list = field(default_factory=list)      # (name, type, bytes): output buffers, outside it too
+    order: str = "largest first"                     # the greedy placement's order that won (ORDERS)
 
     @property
     def offsets(self):
@@ -147,12 +179,18 @@ class MemoryPlan:
         last = self.steps - 1
         lines = [f"# memory plan: {len(self.rows)} buffers in one arena, offsets aligned to {self.alignment} bytes",
                  "# step i is kernel i (kernels/NN_*.py); a buffer is live from the step that writes it to the",
-                 f"# last step that reads it; graph outputs stay live to the last step ({last}).",
+                 "# last step that reads it.",
                  "# reused-from: a pointwise kernel wrote this buffer in place over that one (its last use)."]
         if self.persistent:
             total = sum(b for _, _, b in self.persistent)
             lines += textwrap.wrap(f"outside the arena, live throughout: {len(self.persistent)} inputs and "
                                    f"constants, {total} bytes ({', '.join(n for n, _, _ in self.persistent)})",
+                                   96, initial_indent="# ", subsequent_indent="#   ")
+        if self.results:
+            total = sum(b for _, _, b in self.results)
+            lines += textwrap.wrap(f"outside the arena, fresh for every call and handed to the caller: "
+                                   f"{len(self.results)} result buffers, {total} bytes "
+                                   f"({', '.join(n for n, _, _ in self.results)})",
                                    96, initial_indent="# ", subsequent_indent="#   ")
         lines.append("")
         header = ("buffer", "type", "bytes", "first", "last", "offset", "reused-from")
@@ -172,19 +210,21 @@ class MemoryPlan:
                   ""]
         lines += textwrap.wrap(
             "No plan can use less than the lower bound: those bytes are all needed at the same step. The arena "
-            "is larger by alignment padding and by gaps the greedy placement could not fill; no reuse is what "
+            "is larger by alignment padding and by gaps the greedy placement could not fill (best fit, taking "
+            f"the buffers {self.order}: the best of {len(ORDERS)} orders); no reuse is what "
             f"allocating without ever freeing would take. {reused} of {len(self.rows)} buffers were written in "
             "place.", 96)
         return "\n".join(lines) + "\n"
 
 
-def _finish(rows, groups, alignment, steps, persistent=()):
+def _finish(rows, groups, alignment, steps, persistent=(), results=()):
     """Place `groups` (intervals, one per allocation) and fill in the rows' offsets."""
-    offsets = dict(zip((g.name for g in groups), assign_offsets(groups, alignment)))
+    placed, order = place(groups, alignment)
+    offsets = dict(zip((g.name for g in groups), placed))
     ends = [offsets[g.name] + align_up(g.size, alignment) for g in groups if g.size]
     lower, peak_step = peak(groups)
     return offsets, MemoryPlan(rows, max(ends, default=0), lower, sum(align_up(r.bytes, alignment) for r in rows),
-                               alignment, steps, peak_step, list(persistent))
+                               alignment, steps, peak_step, list(persistent), list(results), order)
 
 
 def plan_intervals(intervals, alignment=64):
@@ -223,13 +263,13 @@ def plan_memory(schedule, alignment=64, names=None):
                 last_read[view.base] = step
         for node in kernel.outputs:
             written[node] = step
-    protected = set()
+    results = []                 # buffers of the graph's outputs: the caller's, outside the arena
     for node in graph.outputs:
         where = schedule.location(node)
-        if isinstance(where, View):
-            protected.add(where.base)
-    last = {node: steps - 1 if node in protected else max(step, last_read.get(node, step))
-            for node, step in written.items()}
+        if isinstance(where, View) and where.base in written and where.base not in results:
+            results.append(where.base)
+    protected = set(results)
+    last = {node: max(step, last_read.get(node, step)) for node, step in written.items()}
 
     # in place: an output takes over an input buffer of its own pointwise kernel
     reused_from, taken = {}, set()
@@ -242,7 +282,7 @@ def plan_memory(schedule, alignment=64, names=None):
                 reads.setdefault(view.base, []).append(view)
         space = max(n.numel for n in kernel.nodes)
         for out in kernel.outputs:
-            if out.numel != space:        # a lane per element of out, none of them writing it twice
+            if out.numel != space or out in protected:     # a lane per element of out, none writing it twice
                 continue
             for base, views in reads.items():
                 if (base in written and base not in protected and base not in taken and last[base] == step
@@ -253,6 +293,7 @@ def plan_memory(schedule, alignment=64, names=None):
                     break
 
     # allocations: a chain of in-place buffers is one interval
+    written = {node: step for node, step in written.items() if node not in protected}
     owner = {}
     for node in written:
         owner[node] = owner[reused_from[node]] if node in reused_from else node
@@ -264,8 +305,10 @@ def plan_memory(schedule, alignment=64, names=None):
     groups = [Interval(names[root], _nbytes(root), first, end) for root, (first, end) in span.items()]
     rows = [BufferRow(names[n], _nbytes(n), written[n], last[n], 0,
                       names[reused_from[n]] if n in reused_from else None, n.type_str, n) for n in written]
-    persistent = [(names[n], n.type_str, _nbytes(n)) for n in schedule.buffers if n not in written]
-    offsets, plan = _finish(rows, groups, alignment, steps, persistent)
+    persistent = [(names[n], n.type_str, _nbytes(n)) for n in schedule.buffers
+                  if n not in written and n not in protected]
+    offsets, plan = _finish(rows, groups, alignment, steps, persistent,
+                            [(names[n], n.type_str, _nbytes(n)) for n in results])
     for row in rows:
         row.offset = offsets[names[owner[row.node]]]
     return plan

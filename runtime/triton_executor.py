@@ -4,8 +4,9 @@ On a GPU the kernels are compiled by Triton; without one they run under Triton's
 interpreter on CPU tensors. NumPy arrays go in and come out; in between, values are torch
 tensors on the device, and a value that is a view (a transpose, a broadcast, a slice) is
 never copied: the next kernel reads it through its strides. Kernel outputs are views into
-one arena per program (a uint8 tensor), at the offsets of the memory plan (compiler/memory.py);
-results are copied out of it.
+one arena per program (a uint8 tensor), at the offsets of the memory plan (compiler/memory.py),
+except the buffers of the graph's outputs: every call allocates those fresh, the kernels
+write them directly, and they are handed to the caller.
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ class TritonExecutor:
         verify(self.plan)
         self.offsets = self.plan.offsets
         self.in_place = self.plan.in_place
+        self.results = {r.base for o in graph.outputs if isinstance(r := self.schedule.location(o), View)}
         self.arena = None
 
     def __call__(self, args):
@@ -92,12 +94,19 @@ class TritonExecutor:
                 continue
             base = env[where.base]     # as_strided's offset counts from the start of the storage
             value = torch.as_strided(base, where.shape, where.strides, base.storage_offset() + where.offset)
-            results.append(value.cpu().numpy().copy())      # a copy: the arena is overwritten by the next call
+            fresh = where.base in self.results          # else a view of an input or constant: copied
+            results.append(value.cpu().numpy() if fresh else value.cpu().numpy().copy())
         return results
 
     def _allocate(self, node):
-        start = self.offsets[node]
-        out = self.arena[start:start + node.numel * itemsize(node.dtype)].view(torch_dtype(node.dtype)).view(node.shape)
+        import torch
+
+        if node in self.offsets:
+            start = self.offsets[node]
+            out = self.arena[start:start + node.numel * itemsize(node.dtype)].view(torch_dtype(node.dtype))
+            out = out.view(node.shape)
+        else:                           # a result buffer: the caller's, fresh for every call
+            out = torch.empty(node.shape, dtype=torch_dtype(node.dtype), device=self.device)
         # a kernel that forgets an element leaves the poison behind, and the tests see it; an output
         # written in place over its input holds that input, which the kernel has yet to read
         if self.poison and node not in self.in_place:

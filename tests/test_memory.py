@@ -68,6 +68,18 @@ def test_largest_first_beats_placing_in_time_order():
     assert plan.arena_bytes == plan.live_lower_bound_bytes == 30
 
 
+def test_when_largest_first_leaves_a_hole_another_order_reaches_the_lower_bound():
+    # largest first: c (30 B) at 0, d at 30, a at 0 once c is dead, and b fits nowhere below 50:
+    # 70 B. Longest-lived first puts d at the bottom, out of the way: 60 B, the lower bound
+    lifetimes = [("a", 20, 4, 5), ("b", 20, 4, 5), ("c", 30, 2, 3), ("d", 20, 1, 5)]
+    intervals = [Interval(*t) for t in lifetimes]
+    assert assign_offsets(intervals, alignment=1) == [0, 50, 0, 30]
+    plan = planned(lifetimes, alignment=1)
+    assert offsets(plan) == {"d": 0, "c": 20, "a": 20, "b": 40} and plan.order == "longest-lived first"
+    assert plan.arena_bytes == plan.live_lower_bound_bytes == 60
+    assert "longest-lived first" in plan.text()
+
+
 def test_offsets_are_aligned_and_allocations_take_whole_units():
     plan = planned([("a", 10, 0, 2), ("b", 10, 1, 2), ("c", 70, 2, 3), ("d", 4, 3, 3)], alignment=64)
     assert offsets(plan) == {"c": 0, "a": 128, "b": 192, "d": 128}
@@ -111,11 +123,12 @@ def test_verifier_catches_misaligned_and_out_of_bounds_buffers():
 
 def test_a_pointwise_chain_runs_in_place(rng):
     x = nonzero(rng, (4, 8), dtype=np.float32)
-    plan = graph_plan(lambda x: O.exp(O.exp(O.exp(x))), x)
+    plan = graph_plan(lambda x: O.exp(O.exp(O.exp(O.exp(x)))), x)
     rows = {r.name: r for r in plan.rows}
     assert [r.reused_from for r in plan.rows] == [None, "t0", "t1"]   # x itself is an input: never
     assert len({r.offset for r in plan.rows}) == 1
-    assert [(r.first, r.last) for r in plan.rows] == [(0, 1), (1, 2), (2, 2)]
+    assert [(r.first, r.last) for r in plan.rows] == [(0, 1), (1, 2), (2, 3)]
+    assert [name for name, _, _ in plan.results] == ["t3"]          # the output: the caller's, not the arena's
     assert plan.live_lower_bound_bytes == plan.arena_bytes == 128 == rows["t0"].bytes
     assert plan.no_reuse_bytes == 3 * 128
 
@@ -126,15 +139,15 @@ def test_no_in_place_over_a_graph_output(rng):
         h = x @ w
         return h, O.exp(h)
     plan = graph_plan(f, x, w)
-    assert all(r.reused_from is None for r in plan.rows)
-    assert plan.row("t0").last == plan.steps - 1                        # an output lives to the end
+    assert not plan.rows and plan.arena_bytes == 0                      # both outputs: result buffers
+    assert [name for name, _, _ in plan.results] == ["t0", "t1"]
 
 
 def test_no_in_place_over_a_buffer_still_needed_later(rng):
     x, w = nonzero(rng, (4, 8), dtype=np.float32), nonzero(rng, (8, 8), dtype=np.float32)
     def f(x, w):
         h = x @ w
-        return O.exp(h) + h
+        return O.exp(O.exp(h) + h)
     plan = graph_plan(f, x, w)
     assert plan.row("t1").reused_from is None                          # exp: t0 is read again by the add
     assert plan.row("t2").reused_from == "t1"                          # the add is the last use of both
@@ -142,18 +155,18 @@ def test_no_in_place_over_a_buffer_still_needed_later(rng):
 
 def test_no_in_place_through_a_transposed_view(rng):
     x, w = nonzero(rng, (8, 8), dtype=np.float32), nonzero(rng, (8, 8), dtype=np.float32)
-    assert all(r.reused_from is None for r in graph_plan(lambda x, w: O.exp((x @ w).T), x, w).rows)
+    assert graph_plan(lambda x, w: O.exp(O.exp((x @ w).T)), x, w).row("t2").reused_from is None
     def f(x, w):       # the same buffer read straight and transposed: lane i reads what lane j writes
         h = x @ w
-        return h + h.T
-    assert all(r.reused_from is None for r in graph_plan(f, x, w).rows)
-    assert graph_plan(lambda x, w: O.exp(x @ w), x, w).row("t1").reused_from == "t0"
+        return O.exp(h + h.T)
+    assert graph_plan(f, x, w).row("t2").reused_from is None
+    assert graph_plan(lambda x, w: O.exp(O.exp(x @ w)), x, w).row("t1").reused_from == "t0"
 
 
 def test_no_in_place_across_dtypes_or_sizes(rng):
     x, w = nonzero(rng, (4, 8), dtype=np.float32), nonzero(rng, (8, 8), dtype=np.float32)
-    assert all(r.reused_from is None for r in graph_plan(lambda x, w: (x @ w) > 0.0, x, w).rows)
-    assert all(r.reused_from is None for r in graph_plan(lambda x, w: O.sum(x @ w, 1), x, w).rows)
+    assert graph_plan(lambda x, w: O.where((x @ w) > 0.0, 1.0, -1.0), x, w).row("t1").reused_from is None
+    assert graph_plan(lambda x, w: O.exp(O.sum(x @ w, 1)), x, w).row("t1").reused_from is None
 
 
 # -- the runtime runs from the arena -------------------------------------------------------------
@@ -186,14 +199,15 @@ def test_zoo_training_steps_from_the_arena_equal_the_reference(name, rng):
 
     def spy(node):
         out = allocate(node)
-        arena.append(out.untyped_storage().data_ptr() == executor.arena.untyped_storage().data_ptr())
+        in_arena = out.untyped_storage().data_ptr() == executor.arena.untyped_storage().data_ptr()
+        arena.append(in_arena == (node in executor.offsets))
         return out
     executor._allocate = spy
     for _ in range(2):                           # the second call reuses the first call's arena
         x = rng.standard_normal((batch, 1, 8, 8) if model.image else (batch, 64)).astype(np.float32)
         args = [*params, x, rng.integers(0, 10, batch)]
         _check_same(executor(args), run_graph(program.graph, args), 1e-4)
-    assert arena and all(arena)                  # every kernel output is a view of the one arena
+    assert arena and all(arena)                  # every kernel output but the results is a view of the arena
     assert executor.arena.numel() == executor.plan.arena_bytes
 
 
@@ -204,15 +218,16 @@ def test_an_in_place_kernel_gives_the_right_answer_at_runtime(rng):
         h = x @ w
         return O.exp(O.tanh(h)), h * 2.0                 # h is read twice: no kernel writes over it
     # (through a reshape: straight after the matmul, exp and tanh would join its kernel as an epilogue)
-    graph = C.trace(lambda x, w: O.exp(O.tanh(O.reshape(x @ w, (42,)))), x, w)
+    v = nonzero(rng, (7, 3), dtype=np.float32)
+    graph = C.trace(lambda x, w, v: O.reshape(O.exp(O.tanh(O.reshape(x @ w, (42,)))), (6, 7)) @ v, x, w, v)
     executor = TritonExecutor(graph, Target(), poison=True)
     assert executor.in_place                      # the pointwise kernel writes over the matmul's output
-    _check_same(executor([x, w]), run_graph(graph, [x, w]), 1e-5)
+    _check_same(executor([x, w, v]), run_graph(graph, [x, w, v]), 1e-5)
     graph = C.trace(f, x, w)
     _check_same(TritonExecutor(graph, Target(), poison=True)([x, w]), run_graph(graph, [x, w]), 1e-5)
 
 
-def test_outputs_that_are_views_of_arena_buffers_come_out_right(rng):
+def test_outputs_that_are_views_of_result_buffers_come_out_right_and_survive_the_next_call(rng):
     x, w = nonzero(rng, (6, 5), dtype=np.float32), nonzero(rng, (5, 7), dtype=np.float32)
 
     def f(x, w):
@@ -221,8 +236,13 @@ def test_outputs_that_are_views_of_arena_buffers_come_out_right(rng):
         return a.T, b.T, b[1:, ::2], x.T, O.sum(a, 1)
     graph = C.trace(f, x, w)
     executor = TritonExecutor(graph, Target(), poison=True)
-    assert max(r.offset for r in executor.plan.rows) > 0       # some output is a view at an offset
-    _check_same(executor([x, w]), run_graph(graph, [x, w]), 1e-5)
+    assert len(executor.plan.results) == 3                    # exp, tanh and the sum: outside the arena
+    first = executor([x, w])
+    kept = [a.copy() for a in first]
+    second = executor([2 * x, w])
+    _check_same(first, run_graph(graph, [x, w]), 1e-5)
+    _check_same(second, run_graph(graph, [2 * x, w]), 1e-5)
+    assert all(np.array_equal(a, b) for a, b in zip(first, kept))   # fresh result buffers for every call
 
 
 # -- report and dump -----------------------------------------------------------------------------
