@@ -54,8 +54,9 @@ class FusionPlan:
                  f"({sum(len(g) for g in self.groups)} nodes)", ""]
         for index, group in enumerate(g for g in self.groups if _computes(g)):
             where = sorted({str(n.source) for n in group if n.source})
+            riding = "".join(f"; {names[r]} rides along the {group[0].op}'s K loop" for r in riders(group))
             lines.append(f"kernel {index}: {', '.join(names[n] for n in group)}  "
-                         f"[{' '.join(n.op for n in group)}]  {', '.join(where)}")
+                         f"[{' '.join(n.op for n in group)}]  {', '.join(where)}{riding}")
         lines += ["", "did not fuse:"]
         for producer, consumer, reason in self.rejected:
             lines.append(f"  {names[producer]} ({producer.op}) -> {names[consumer]} ({consumer.op}): {reason}")
