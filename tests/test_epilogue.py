@@ -226,9 +226,9 @@ def test_sums_of_either_matmul_operand_ride_along_its_k_loop(dtype, rng):
 
 
 def test_the_bias_gradients_of_linear_and_conv2d_ride_along_the_weight_gradients(rng):
-    x = nonzero(rng, (5, 3, 6, 6), dtype=np.float32)
-    w1, b1 = nonzero(rng, (4, 3, 3, 3), dtype=np.float32), nonzero(rng, (4,), dtype=np.float32)
-    w2, b2 = nonzero(rng, (7, 4 * 36), dtype=np.float32), nonzero(rng, (7,), dtype=np.float32)
+    x = nonzero(rng, (5, 3, 6, 6), dtype=np.float64)
+    w1, b1 = nonzero(rng, (4, 3, 3, 3), dtype=np.float64), nonzero(rng, (4,), dtype=np.float64)
+    w2, b2 = nonzero(rng, (7, 4 * 36), dtype=np.float64), nonzero(rng, (7,), dtype=np.float64)
 
     def loss(w1, b1, w2, b2, x):
         h = O.relu(O.conv2d(x, w1, b1, padding=1))
@@ -240,7 +240,7 @@ def test_the_bias_gradients_of_linear_and_conv2d_ride_along_the_weight_gradients
     labels = sorted(k.label for k in rider_kernels(executor))
     assert labels == ["conv2d_grad_weight_bias_grad", "matmul_bias_grad"]
     for got, want in zip(executor(args), run_graph(graph, args)):
-        assert rel_error(got, want) < 1e-4           # float32 sums of 180 products, in another order
+        assert rel_error(got, want) < 1e-10          # float64: the same sums, in another order
 
 
 def test_a_sum_that_feeds_its_own_gemm_does_not_ride_along(rng):
