@@ -11,6 +11,9 @@ one result. This pass groups them, greedily, in graph order (the epilogues last)
 * never beyond `max_group` nodes;
 * a producer whose value is also needed elsewhere must have the group's shape (it is
   stored, and a group stores whole elements of its iteration space);
+* last, *siblings*: pointwise kernels that read the same buffer and do not depend on each
+  other share one launch, each over its own elements (the optimizer's update of every
+  parameter: one launch, like PyTorch's multi-tensor `foreach` kernels);
 * a matmul or convolution (a GEMM) may head a group: its pointwise consumers join it as an
   *epilogue*, applied to the accumulator tile in registers after the K loop and before the
   store (bias add, residual add, activation). The epilogue iterates over the GEMM's output:
@@ -55,6 +58,8 @@ class FusionPlan:
         for index, group in enumerate(g for g in self.groups if _computes(g)):
             where = sorted({str(n.source) for n in group if n.source})
             riding = "".join(f"; {names[r]} rides along the {group[0].op}'s K loop" for r in riders(group))
+            parts = len(segments(group)) if _sibling_candidate(group) else 1
+            riding += f"; {parts} independent parts in one launch (siblings)" if parts > 1 else ""
             lines.append(f"kernel {index}: {', '.join(names[n] for n in group)}  "
                          f"[{' '.join(n.op for n in group)}]  {', '.join(where)}{riding}")
         lines += ["", "did not fuse:"]
@@ -156,6 +161,8 @@ def space_of(group):
     ("pointwise", shape)."""
     if any(n.op == "window_argmax" for n in group):
         return ("window",)
+    if _sibling_candidate(group) and len(segments(group)) > 1:
+        return ("horizontal",)
     gemms = [n for n in group if _takes_epilogue(n)]
     if gemms:
         return (REGISTRY[gemms[0].op].family, gemms[0].shape)
@@ -207,12 +214,66 @@ def fuse(graph, max_group=48):
             rejected.append((producer, node, reason))
             continue
         _merge(group_of[producer], group_of[node], groups, group_of)
+    _fuse_siblings(graph, groups, group_of, users, max_group)
     order = {n: i for i, n in enumerate(graph.nodes)}
     rejected.sort(key=lambda r: order[r[1]])          # in the order of the consumers, as the graph reads
     kept = [g for g in groups if g]
     kept = [sorted(g, key=lambda n: (not _takes_epilogue(n), order[n])) for g in kept]    # a GEMM heads its group
     group_of = {n: i for i, g in enumerate(kept) for n in g}
     return FusionPlan(graph, kept, group_of, rejected)
+
+
+MAX_SIBLINGS = 8            # independent kernels in one horizontal launch
+
+
+def segments(group):
+    """The independent parts of a group (connected through its own edges), each in group
+    order: one for a vertical group, several for a horizontal one."""
+    members = set(group)
+    part = {n: n for n in group}
+
+    def root(n):
+        while part[n] is not n:
+            part[n] = part[part[n]]
+            n = part[n]
+        return n
+
+    for n in group:
+        for i in n.inputs:
+            if i in members:
+                part[root(i)] = root(n)
+    found = {}
+    for n in group:
+        found.setdefault(root(n), []).append(n)
+    return list(found.values())
+
+
+def _sibling_candidate(group):
+    """A pointwise kernel (or a horizontal bundle of them) that may share a launch."""
+    return bool(group) and all(
+        n.op not in ROW_REDUCTIONS and not _takes_epilogue(n) and n.op not in ("pad", "cat", "window_argmax",
+                                                                               "window_gather")
+        and (n.op in ("expand", "iota", "rand") or REGISTRY[n.op].family in POINTWISE_FAMILIES) for n in group)
+
+
+def _fuse_siblings(graph, groups, group_of, users, max_group):
+    """Sibling (horizontal) fusion: pointwise kernels that read the same buffer and do not
+    depend on each other become one launch. Each keeps its own iteration space; the launch's
+    programs are split among them (codegen/horizontal.py). The optimizer's update of every
+    parameter is the classic case, like PyTorch's multi-tensor `foreach` kernels: one launch
+    instead of one per parameter."""
+    for node in graph.nodes:
+        if node.is_scalar_const:            # a literal in the kernel's text: nothing is read
+            continue
+        readers = [g for g in dict.fromkeys(group_of[u] for u in users[node] if u in group_of)
+                   if _sibling_candidate(groups[g])]
+        base = readers[0] if readers else None
+        for other in readers[1:]:
+            merged = groups[base] + groups[other]
+            if len(segments(merged)) > MAX_SIBLINGS or len(merged) > max_group:
+                continue
+            if _path_back(merged, set(merged), users, groups, group_of) is None:
+                _merge(other, base, groups, group_of)
 
 
 def _merge(a, b, groups, group_of):

@@ -209,3 +209,34 @@ def test_batch_norm_forward_is_one_kernel_and_its_backward_at_most_three(rng):
     assert len(executor.schedule.kernels) <= 5
     for got, want in zip(executor([x, gamma, beta, r]), run_graph(joint, [x, gamma, beta, r])):
         assert rel_error(got, want) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sibling_updates_that_read_the_learning_rate_share_one_launch(dtype, rng):
+    """p - lr * g for three parameters: three pointwise kernels that all read lr and do not
+    depend on each other run as one horizontal kernel, each over its own elements."""
+    shapes = [(30, 10), (7,), (3, 3, 2)]
+    params = [nonzero(rng, s, dtype=dtype) for s in shapes]
+    grads = [nonzero(rng, s, dtype=dtype) for s in shapes]
+    lr = np.asarray(0.1, dtype=dtype)
+
+    def sgd(p1, p2, p3, g1, g2, g3, lr):
+        return p1 - lr * g1, p2 - lr * g2, p3 - lr * g3
+    graph = C.trace(sgd, *params, *grads, lr)
+    executor = TritonExecutor(graph, Target(), poison=True)
+    assert [k.family for k in executor.schedule.kernels] == ["horizontal"]
+    assert "3 independent parts in one launch" in fuse(graph).text()
+    for got, want in zip(executor([*params, *grads, lr]), run_graph(graph, [*params, *grads, lr])):
+        assert got.shape == want.shape and rel_error(got, want) < 1e-6
+
+
+def test_siblings_that_depend_on_each_other_stay_apart(rng):
+    """a = 2x and b = x + a @ w both read x, but b waits for a (through the matmul): one
+    launch for both would wait for itself."""
+    x, w = nonzero(rng, (5, 5), dtype=np.float64), nonzero(rng, (5, 5), dtype=np.float64)
+    graph = C.trace(lambda x, w: x + O.exp(2.0 * x) @ w, x, w)
+    plan = fuse(graph)
+    assert_acyclic_groups(plan)
+    executor = TritonExecutor(graph, Target(), poison=True)
+    assert "horizontal" not in [k.family for k in executor.schedule.kernels]
+    assert rel_error(executor([x, w])[0], run_graph(graph, [x, w])[0]) < 1e-12

@@ -3,7 +3,7 @@
 and the `launch(...)` function that calls it."""
 from __future__ import annotations
 
-from . import conv, matmul, pointwise, reduction, rows, window
+from . import conv, horizontal, matmul, pointwise, reduction, rows, window
 from .common import Target
 
 GENERATORS = {
@@ -11,6 +11,7 @@ GENERATORS = {
     "copy": pointwise.generate,
     "layout": pointwise.generate,      # pad and cat: pointwise with masked loads
     "source": pointwise.generate,      # iota and rand
+    "horizontal": horizontal.generate, # independent pointwise kernels in one launch
     "reduction": reduction.generate,
     "rows": rows.generate,             # reductions fused with their pointwise neighbours
     "window": window.generate,

@@ -60,8 +60,8 @@ class Target:
 # (its kernels name values after it: `mask`, `mask_ptr`, `mask_tile`) is renamed `mask_in`.
 KERNEL_WORDS = {
     "acc", "batch", "best", "best_index", "better", "block_best", "block_index", "c", "chosen", "col", "col_mask",
-    "cols", "e", "grid", "h_ok", "in_h", "in_w", "inside", "k_mask", "k_start", "kh", "ks", "kw", "launch",
-    "magnitude", "mask", "meta", "n", "negative", "o", "odd", "offs", "ok", "out_h", "out_mask", "out_w", "power",
+    "cols", "e", "end", "grid", "h_ok", "in_h", "in_w", "inside", "k_mask", "k_start", "kh", "ks", "kw", "launch",
+    "magnitude", "mask", "meta", "n", "negative", "o", "odd", "offs", "ok", "out_h", "out_mask", "out_w", "pid", "power",
     "row", "row_mask", "rows", "sigmoid", "start", "t", "tanh", "tile", "tiles_across", "tl", "total", "triton",
     "w_ok", "y_is_int", "BLOCK", "BLOCK_COLS", "BLOCK_K", "BLOCK_M", "BLOCK_N", "BLOCK_ROWS"}
 
@@ -72,7 +72,7 @@ def kernel_names(names):
 
     def clashes(name):
         derived = {name, f"{name}_mask", f"{name}_tile", f"{name}_value", f"{name}_left", f"{name}_right"}
-        return bool(derived & KERNEL_WORDS) or re.fullmatch(r"[irbcv]\d+|out_[hw]_.*", name) is not None
+        return bool(derived & KERNEL_WORDS) or re.fullmatch(r"[irbcv]\d+|out_[hw]_.*|end_\d+", name) is not None
 
     return {node: f"{name}_in" if name.isidentifier() and clashes(name) else name for node, name in names.items()}
 

@@ -53,11 +53,33 @@ def generate(kernel, names, target):
     computed = [n for n in kernel.nodes if n.op != "expand"]
     src = KernelSource(kernel, names, family_note="pointwise" if len(computed) == 1 else
                        f"{len(computed)} pointwise nodes fused: the intermediates stay in registers")
+    n, lines = segment(kernel, names, src, "tl.program_id(0)")
+    ins, outs = src.pointer_args()
+    params = ", ".join([f"{p}_ptr" for p in ins + outs] + ["BLOCK: tl.constexpr"])
+    src.body = ["@triton.jit", f"def {kernel.name}({params}):",
+                f"    # one program computes BLOCK elements of the {kernel.outputs[0].type_str} output, in row-major "
+                "order"] + lines
+    args = ", ".join(ins + outs)
+    src.launch = [f"def launch({args}, BLOCK={target.pointwise_block(n)}):",
+                  f"    grid = (triton.cdiv({n}, BLOCK),)",
+                  f"    {kernel.name}[grid]({args}, BLOCK=BLOCK)"]
+    return src.text()
+
+
+def iteration_shape(kernel):
+    """The shape a pointwise kernel's lanes walk: its output's (a reshape copy walks its input's)."""
     root = kernel.root
+    return root.inputs[0].shape if root.op == "reshape" else kernel.outputs[0].shape
+
+
+def segment(kernel, names, src, program):
+    """(elements, the body's lines) of a pointwise kernel whose program number
+    is `program`: the lanes' offsets, the loads, one line per node, the stores. The body of a
+    pointwise kernel, or one branch of a horizontal one (codegen/horizontal.py)."""
     # A reshape copies its input in row-major order: iterate over the input's shape, store flat.
-    shape = root.inputs[0].shape if root.op == "reshape" else kernel.outputs[0].shape
+    root = kernel.root
+    shape = iteration_shape(kernel)
     n = max(1, _numel(shape))
-    block = target.pointwise_block(n)
     special = set(root.inputs) if root.op in ("pad", "cat") else set()   # loaded with masks of their own
     views = {}
     for node, view in kernel.inputs.items():
@@ -69,11 +91,7 @@ def generate(kernel, names, target):
             needed |= dims_needed(view)
     index_lines, index = digits(shape, "offs", only=needed)
 
-    ins, outs = src.pointer_args()
-    params = ", ".join([f"{p}_ptr" for p in ins + outs] + ["BLOCK: tl.constexpr"])
-    body = ["@triton.jit", f"def {kernel.name}({params}):",
-            f"    # one program computes BLOCK elements of the {kernel.outputs[0].type_str} output, in row-major order",
-            "    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)",
+    body = [f"    offs = {program} * BLOCK + tl.arange(0, BLOCK)",
             f"    mask = offs < {n}"]
     body += [_commented(line, f"index along dim {d}") for d, line in index_lines]
     value = {}
@@ -94,12 +112,7 @@ def generate(kernel, names, target):
         value[node] = names[node]
     for out in kernel.outputs:
         body.append(f"    tl.store({names[out]}_ptr + offs, {names[out]}, mask=mask)")
-    src.body = body
-    args = ", ".join(ins + outs)
-    src.launch = [f"def launch({args}, BLOCK={block}):",
-                  f"    grid = (triton.cdiv({n}, BLOCK),)",
-                  f"    {kernel.name}[grid]({args}, BLOCK=BLOCK)"]
-    return src.text()
+    return n, body
 
 
 def _commented(line, comment, width=44):
