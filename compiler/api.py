@@ -143,8 +143,9 @@ class Program:
         start = time.perf_counter()
         self.forward = trace(fn, *specs, static=static)
         self._lap("trace", start)
+        self.param_positions = ()
         if grad_argnums is not None:
-            positions = _positions(self.forward, static or {}, grad_argnums)
+            positions = self.param_positions = _positions(self.forward, static or {}, grad_argnums)
             start = time.perf_counter()
             self.joint = grad_graph(self.forward, positions, with_value=with_value)
             self._lap("autodiff", start)
@@ -278,7 +279,46 @@ class Program:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _write_atomic(path, text)
             written.append(path)
+        return written + self.render(directory, quiet=True)
+
+    def render(self, directory, fmt="svg", collapse="auto", quiet=False):
+        """Draw the step (compiler/render.py, compiler/memory_plot.py): forward.svg (the traced
+        program), backward.svg (the joint graph: gradients flowing back, saved values dashed),
+        kernels.svg (every fused kernel as a cluster) and memory.svg (buffer lifetimes in the
+        arena). `fmt`: svg, png or pdf (dot: the graphviz text). Without graphviz's `dot`
+        program the graphs are written as .dot files. Returns the paths written."""
+        import os
+
+        from .memory_plot import plot_memory
+        from .render import backward_dot, forward_dot, kernels_dot, render_dot
+
+        params = [self.forward.inputs[i] for i in self.param_positions]
+        pictures = [("forward", forward_dot(self.forward, params=params, collapse=collapse,
+                                            title=f"{self.forward.name}: the forward program",
+                                            output_name="loss" if self.joint is not None else None))]
+        if self.joint is not None:
+            users_names = {j: f.name for j, f in zip(self.graph.inputs, self.forward.inputs) if f.name}
+            pictures.append(("backward", backward_dot(self.graph, collapse=collapse, input_names=users_names,
+                                                      title=f"{self.graph.name}: the chain rule, from the loss back "
+                                                            "to every parameter (dashed: values saved by the "
+                                                            "forward)")))
+        schedule = self.schedule
+        pictures.append(("kernels", kernels_dot(self.graph, schedule, collapse=collapse,
+                                                title=f"{self.graph.name}: {len(schedule.kernels)} kernels")))
+        written = [render_dot(text, os.path.join(directory, f"{name}.{fmt}"), quiet=quiet) for name, text in pictures]
+        written.append(plot_memory(self.memory, os.path.join(directory, f"memory.{'svg' if fmt == 'dot' else fmt}"),
+                                   kernel_labels=[k.name for k in schedule.kernels]))
         return written
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """Jupyter shows a compiled step as its kernels picture (the joint graph, fused)."""
+        from .render import kernels_dot, to_image
+
+        svg = to_image(kernels_dot(self.graph, self.schedule))
+        bundle = {"text/plain": repr(self)}
+        if svg is not None:
+            bundle["image/svg+xml"] = svg.decode()
+        return bundle
 
 
 def _write_atomic(path, text):

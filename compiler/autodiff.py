@@ -39,12 +39,15 @@ def active_nodes(graph, wrt, output):
     return depends & needed
 
 
-def grad_graph(graph, argnums=(0,), with_value=True, seed="ones"):
+def grad_graph(graph, argnums=(0,), with_value=True, seed="ones", keep_cotangents=False):
     """The joint graph of `graph` (one output) differentiated with respect to inputs `argnums`.
 
     Its outputs: [value] (if with_value) + one gradient per argnum.
     seed="ones": the output must be a scalar, its cotangent is 1.0.
     seed="input": the cotangent is a new input `tangents_1` shaped like the output (a VJP).
+    keep_cotangents: also output the cotangent (d output / d node) of every forward node that
+    has one, after the gradients; `joint.cotangent_of` lists (index of the node in
+    graph.nodes, position in joint.outputs) for each (the pictures of compiler/inspect.py).
     """
     if len(graph.outputs) != 1:
         raise GradientError(f"can only differentiate a function with one output, {graph.name} has "
@@ -69,20 +72,34 @@ def grad_graph(graph, argnums=(0,), with_value=True, seed="ones"):
                    for i, n in enumerate(graph.inputs)]
         tangent = new_input(trace, output, len(primals), "tangents_1") if seed == "input" else None
         env = replay(graph, primals)
-        grads = backward(graph, env, [graph.inputs[i] for i in argnums], output, tangent)
+        grads, cotangents = backward(graph, env, [graph.inputs[i] for i in argnums], output, tangent,
+                                     return_cotangents=True)
         outputs = ([env[output]] if with_value else []) + grads
     inputs = [p.node for p in primals] + ([tangent.node] if tangent is not None else [])
     names = (["value"] if with_value else []) + [f"grad_{graph.inputs[i].name}" for i in argnums]
+    kept = []
+    if keep_cotangents:
+        from .printer import value_names
+
+        printed = value_names(graph)
+        kept = [(k, len(outputs) + j) for j, k in
+                enumerate(k for k, node in enumerate(graph.nodes) if node in cotangents)]
+        outputs = outputs + [cotangents[graph.nodes[k]] for k, _ in kept]
+        names = names + [f"cotangent_{printed[graph.nodes[k]]}" for k, _ in kept]
     joint = like(graph, inputs, trace.nodes, [t.node for t in outputs], name=f"{graph.name}_joint")
     joint.output_names = names
     joint.returns_tuple = True
-    return dce(joint)
+    joint = dce(joint)
+    if keep_cotangents:
+        joint.cotangent_of = kept       # dce keeps the outputs in order, so positions stay valid
+    return joint
 
 
-def backward(graph, env, wrt, output, seed=None):
+def backward(graph, env, wrt, output, seed=None, return_cotangents=False):
     """Append the backward nodes to the current trace; return the cotangent of each of `wrt`.
 
-    env maps graph's nodes to their Tensors in the current trace."""
+    env maps graph's nodes to their Tensors in the current trace. return_cotangents: return
+    (gradients, {node of graph: its summed cotangent Tensor}) for every node that has one."""
     active = active_nodes(graph, set(wrt), output)
     cotangents = {}
     with ir.node_context(source=output.source, scope=output.scope, role="backward"):
@@ -110,12 +127,23 @@ def backward(graph, env, wrt, output, seed=None):
                 grads.append(_accumulate(cotangents[x]))
             else:                                           # the output does not depend on x
                 grads.append(P.expand(constant(0.0, x.dtype), shape=x.shape))
-    return grads
+    if not return_cotangents:
+        return grads
+    summed = {x: g for x, g in zip(wrt, grads) if x in cotangents}       # the inputs' sums were made above
+    for node, terms in cotangents.items():
+        if node not in summed and len(terms) == 1:     # every other node was summed when it was visited
+            summed[node] = terms[0]
+    return grads, summed
+
+
+FANOUT_SUM = "fanout_sum"      # the scope of the adds that sum a value's cotangents (pictures show them as Σ)
 
 
 def _accumulate(terms):
     """A value used n times gets n cotangents; its gradient is their sum."""
     total = terms[0]
-    for t in terms[1:]:
-        total = P.add(total, t)
+    if len(terms) > 1:
+        with ir.node_context(scope=ir.current_scope() + (FANOUT_SUM,)):
+            for t in terms[1:]:
+                total = P.add(total, t)
     return total

@@ -128,19 +128,35 @@ class Graph:
         they get a gradient, or inputs marked kind="param"."""
         return [n for n in self.inputs if n.attrs.get("kind") == "param"]
 
-    def render(self, path):
-        """Draw the graph with graphviz; the format comes from the suffix (svg, png, pdf, dot)."""
-        from .render import render
+    def render(self, path, collapse="auto", expand=()):
+        """Draw the graph with graphviz; the format comes from the suffix (svg, png, pdf, dot).
+        A joint graph is drawn as the backward view (compiler/render.py). Large graphs draw
+        each composite or layer call as one box; collapse=None draws every node, expand=
+        names scopes to keep open."""
+        from .render import render_dot
 
-        return render(self, path, params=self.params())
+        return render_dot(self._dot(collapse, expand), path)
+
+    def _dot(self, collapse="auto", expand=()):
+        from .render import backward_dot, forward_dot
+
+        if any(n.role == "backward" for n in self.nodes):
+            return backward_dot(self, collapse=collapse, expand=expand)
+        return forward_dot(self, collapse=collapse, expand=expand)
 
     def _repr_svg_(self):
-        import shutil
-        import subprocess
+        from .render import to_image
 
-        if shutil.which("dot") is None:
-            return None
-        return subprocess.run(["dot", "-Tsvg"], input=self.to_dot().encode(), capture_output=True).stdout.decode()
+        svg = to_image(self._dot())
+        return svg.decode() if svg is not None else None
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """Jupyter: the picture (when graphviz is installed) and the program text."""
+        svg = self._repr_svg_()
+        bundle = {"text/plain": str(self)}
+        if svg is not None:
+            bundle["image/svg+xml"] = svg
+        return bundle
 
     def __repr__(self):
         return f"<Graph {self.name}: {len(self.inputs)} inputs, {self.num_ops} ops, {len(self.outputs)} outputs>"

@@ -176,7 +176,6 @@ class MemoryPlan:
 
     def text(self):
         """The plan as a table a learner reads top to bottom (04_memory.txt)."""
-        last = self.steps - 1
         lines = [f"# memory plan: {len(self.rows)} buffers in one arena, offsets aligned to {self.alignment} bytes",
                  "# step i is kernel i (kernels/NN_*.py); a buffer is live from the step that writes it to the",
                  "# last step that reads it.",

@@ -20,10 +20,20 @@ def main(argv=None):
     kernels.add_argument("--out", required=True, help="the folder to write (its numbered files are replaced)")
     kernels.add_argument("--batch-size", type=int, default=64)
     kernels.add_argument("--backend", default="interpret", choices=["triton", "interpret"])
+    graph = commands.add_parser("graph", help="draw a model's training step: forward, backward, kernels, memory")
+    graph.add_argument("model", help="a zoo model (logreg, mlp, lenet, resnet) or path/to/file.py:function")
+    graph.add_argument("--out", required=True, help="the folder to write forward, backward, kernels and memory into")
+    graph.add_argument("--format", default="svg", choices=["svg", "png", "pdf", "dot"])
+    graph.add_argument("--batch-size", type=int, default=64)
+    graph.add_argument("--collapse", default="auto", choices=["auto", "none", "1", "2"],
+                       help="draw each call of a composite or layer as one box (auto: for large graphs)")
     args = parser.parse_args(argv)
 
     if args.command == "kernels":
         return write_kernels(args.model, args.out, args.batch_size, args.backend)
+    if args.command == "graph":
+        collapse = {"auto": "auto", "none": None}.get(args.collapse, args.collapse)
+        return draw_graphs(args.model, args.out, args.format, args.batch_size, collapse)
 
     if args.command == "demo":
         from .demo import run
@@ -36,7 +46,8 @@ def main(argv=None):
     return 0
 
 
-def write_kernels(model_name, out, batch_size, backend):
+def _training_step(model_name, batch_size, backend):
+    """(model, its compiled training step), or None after saying why on stderr."""
     import numpy as np
 
     import compiler as C
@@ -48,10 +59,27 @@ def write_kernels(model_name, out, batch_size, backend):
         model = get(model_name)
     except ChainruleError as e:
         print(f"chainrule: {e}", file=sys.stderr)
-        return 2
+        return None
     params = model.init(np.random.default_rng(0))
-    step = C.compile(model.loss, *model.specs(params, batch_size),
-                     grad_argnums=tuple(range(len(params))), backend=backend)
+    return model, C.compile(model.loss, *model.specs(params, batch_size), grad_argnums=tuple(range(len(params))),
+                            backend=backend)
+
+
+def draw_graphs(model_name, out, fmt, batch_size, collapse):
+    found = _training_step(model_name, batch_size, "reference")
+    if found is None:
+        return 2
+    model, step = found
+    for path in step.render(out, fmt=fmt, collapse=collapse):
+        print(f"  wrote {path}")
+    return 0
+
+
+def write_kernels(model_name, out, batch_size, backend):
+    found = _training_step(model_name, batch_size, backend)
+    if found is None:
+        return 2
+    model, step = found
     written = step.dump(out)
     report = step.report()
     print(f"{model.name}: {report['nodes']['forward']} forward ops, {report['nodes']['simplified']} ops in the "

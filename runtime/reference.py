@@ -14,6 +14,17 @@ from ops.primitive import REGISTRY
 
 def run_graph(graph, args):
     """Evaluate graph on NumPy arrays (one per input); returns a list of output arrays."""
+    values = _run(graph, args, keep_all=False)
+    return [np.array(values[o]) for o in graph.outputs]
+
+
+def run_graph_values(graph, args):
+    """Evaluate graph on NumPy arrays; returns {node: array} for every node (inputs and
+    constants included), nothing freed: the values pictures and gradient checks look at."""
+    return _run(graph, args, keep_all=True)
+
+
+def _run(graph, args, keep_all):
     if len(args) != len(graph.inputs):
         raise ChainruleError(f"{graph.name} takes {len(graph.inputs)} inputs, got {len(args)}")
     values = {}
@@ -34,9 +45,9 @@ def run_graph(graph, args):
                 continue
             values[node] = _evaluate(node, [values[i] for i in node.inputs])
             for i in set(node.inputs):
-                if last_use[i] == step and i not in keep:
+                if last_use[i] == step and i not in keep and not keep_all:
                     del values[i]
-    return [np.array(values[o]) for o in graph.outputs]
+    return values
 
 
 def _evaluate(node, inputs):

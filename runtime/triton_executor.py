@@ -71,7 +71,9 @@ class TritonExecutor:
         self.results = {r.base for o in graph.outputs if isinstance(r := self.schedule.location(o), View)}
         self.arena = None
 
-    def __call__(self, args):
+    def __call__(self, args, observe=None):
+        """observe(kernel, {node: its output tensor}) is called after each launch, before later
+        kernels reuse the arena (compiler/inspect.py copies every value there)."""
         import torch
 
         if self.arena is None:          # one arena per program, reused by every call
@@ -86,6 +88,8 @@ class TritonExecutor:
                 if all(o.numel() for o in outputs):
                     module.launch(*inputs, *outputs)
                 env.update(zip(kernel.outputs, outputs))
+                if observe is not None:
+                    observe(kernel, dict(zip(kernel.outputs, outputs)))
         results = []
         for node in self.graph.outputs:
             where = self.schedule.location(node)

@@ -10,7 +10,7 @@ import compiler as C
 from runtime.zoo import ZOO
 
 ARTIFACTS = ["00_trace.py", "01_joint.py", "02_simplified.py", "03_fusion.txt", "04_memory.txt", "05_saved.txt",
-             "run.py"]
+             "run.py", "forward.svg", "backward.svg", "kernels.svg", "memory.svg"]
 
 
 def _logreg_step(backend, batch=16):
