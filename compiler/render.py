@@ -166,8 +166,9 @@ def collapsed_groups(graph, collapse="auto", expand=()):
         return {}
     depth = int(collapse)
     key = {}
+    outputs = set(graph.outputs)           # drawn on their own: the loss, the gradients
     for node in graph.nodes:
-        if node.op in ("input", "const") or len(node.scope) < depth or _is_sum(node):
+        if node.op in ("input", "const") or len(node.scope) < depth or _is_sum(node) or node in outputs:
             continue
         prefix = node.scope[:depth]
         if any(name in expand for name in prefix):
@@ -234,7 +235,7 @@ def _draw(dot, graph, names, params, faded=(), collapse=None, expand=(), notes=N
         if node.is_scalar_const or node in key_of:
             continue                         # a scalar is written into the label of its user
         head = boxes.get(node)
-        if head is not None and node not in outputs:
+        if head is not None:
             key_of[node] = f"g{head.id}"
             if node is head:
                 label, attrs = _collapsed_look(members[head], names)

@@ -106,6 +106,11 @@ def test_large_graphs_collapse_each_composite_call_into_one_box_unless_expanded(
     assert "batch_norm\\n×" in boxes and "batch_norm\\n×" not in opened
     assert 0 < opened.count('peripheries="2"') < calls and count(boxes) < count(opened) < count(full)
     assert render.forward_dot(graph) == (boxes if graph.num_ops > render.AUTO_COLLAPSE else full)
+    joint = _step("resnet").graph
+    text = render.backward_dot(joint, collapse=1)
+    declared = set(re.findall(r"^\s+([ng]\d+) \[", text, re.MULTILINE))
+    used = {k for edge in re.findall(r"^\s+([ng]\d+) -> ([ng]\d+)", text, re.MULTILINE) for k in edge}
+    assert used <= declared                        # every arrow joins boxes that are drawn
 
 
 def test_without_dot_a_dot_file_is_written_with_install_advice(tmp_path, monkeypatch, capsys):
