@@ -156,6 +156,24 @@ def _output_names(graph, grad_words=False):
 
 # -- collapsing scopes ------------------------------------------------------------------------
 
+def _composites():
+    import ops.functional
+
+    return set(ops.functional.__all__)
+
+
+class _Names:
+    """The DSL's op names, looked up once (ops imports compiler: not at import time)."""
+
+    def __contains__(self, name):
+        if not hasattr(self, "names"):
+            self.names = _composites()
+        return name in self.names
+
+
+COMPOSITES = _Names()
+
+
 def collapsed_groups(graph, collapse="auto", expand=()):
     """node -> group key for the nodes drawn as one box: each call of a scope (a composite op
     or a layer) at depth `collapse` (1: the outermost), split into connected pieces, unless
@@ -173,7 +191,9 @@ def collapsed_groups(graph, collapse="auto", expand=()):
         prefix = node.scope[:depth]
         if any(name in expand for name in prefix):
             continue
-        key[node] = (prefix, str(node.source), node.role)
+        # a composite op is one call per line; a block the user named (O.scope) spans lines
+        line = str(node.source) if prefix[-1] in COMPOSITES else ""
+        key[node] = (prefix, line, node.role)
     # one box per connected piece: two calls of conv2d on two lines are two boxes
     parent = {n: n for n in key}
 
@@ -193,14 +213,14 @@ def collapsed_groups(graph, collapse="auto", expand=()):
     return {n: members[-1] for members in groups.values() if len(members) > 1 for n in members}
 
 
-def _collapsed_look(members, names):
+def _collapsed_look(members, names, depth):
     last = members[-1]
-    scope = ".".join(last.scope[:1]) if last.scope else last.op
+    scope = last.scope[depth - 1]                  # the scope the box stands for
     ops = [m.op for m in members]
     fill = BACKWARD if last.role == "backward" else FORWARD
     body = ", ".join(dict.fromkeys(ops))
     tooltip = (f"{len(members)} nodes of {scope}{' (backward)' if last.role == 'backward' else ''}: {body}\n"
-               f"{_tooltip(last, names)}\ndraw them with expand={{'{last.scope[0]}'}}")
+               f"{_tooltip(last, names)}\ndraw them with expand={{'{scope}'}}")
     label = f"{scope}{' (backward)' if last.role == 'backward' else ''}\n×{len(members)} ops\n{last.type_str}"
     return label, {"fillcolor": fill, "peripheries": "2", "tooltip": tooltip}
 
@@ -214,6 +234,7 @@ def _draw(dot, graph, names, params, faded=(), collapse=None, expand=(), notes=N
     outputs = set(graph.outputs)
     output_names = _output_names(graph, grad_words)
     boxes = collapsed_groups(graph, collapse, expand) if collapse else {}
+    depth = 1 if collapse == "auto" else int(collapse or 1)
     clusters = collapsed_groups(graph, 1) if scopes and not boxes else {}
     members = {}
     for node, head in {**boxes, **clusters}.items():
@@ -238,7 +259,7 @@ def _draw(dot, graph, names, params, faded=(), collapse=None, expand=(), notes=N
         if head is not None:
             key_of[node] = f"g{head.id}"
             if node is head:
-                label, attrs = _collapsed_look(members[head], names)
+                label, attrs = _collapsed_look(members[head], names, depth)
                 if head in faded:
                     attrs.update(fillcolor=FADED, fontcolor="#94a3b8", color="#cbd5e1")
                 dot.node(key_of[node], label, **attrs)

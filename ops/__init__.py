@@ -10,6 +10,7 @@ from .functional import *  # noqa: F401,F403
 from .functional import __all__ as _functional_names
 from .primitive import REGISTRY as PRIMITIVES
 from .tensor import Spec, Tensor, spec
+from compiler.ir import scope  # noqa: E402  `with O.scope("block1"):` names the nodes made inside (a layer)
 
 F = functional
 
@@ -70,4 +71,4 @@ def _attach_tensor_methods():
 
 _attach_tensor_methods()
 
-__all__ = ["Spec", "Tensor", "spec", "functional", "primitives", "PRIMITIVES"] + list(_functional_names)
+__all__ = ["Spec", "Tensor", "spec", "scope", "functional", "primitives", "PRIMITIVES"] + list(_functional_names)

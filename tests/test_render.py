@@ -147,3 +147,20 @@ def test_chainrule_graph_writes_the_four_pictures(tmp_path):
         parts, _ = _svg(out / f"{name}.svg")
         assert parts["node"]
     ET.parse(out / "memory.svg")
+
+
+def test_a_named_block_collapses_into_one_box_and_expands_on_request():
+    """`with O.scope("block")` names a layer (a residual block here): collapsed at depth 1 it is
+    one box; expanded, its composites (conv2d, relu) are boxes of their own at depth 2."""
+    def f(x, w1, w2):
+        with O.scope("residual_block"):
+            h = O.relu(O.conv2d(x, w1, padding=1))
+            h = O.relu(O.conv2d(h, w2, padding=1) + x)
+        return O.mean(h)
+    graph = C.trace(f, O.spec((2, 3, 5, 5)), O.spec((3, 3, 3, 3)), O.spec((3, 3, 3, 3)))
+    block = render.forward_dot(graph, collapse=1)
+    assert block.count('peripheries="2"') == 1 and "residual_block\\n×" in block
+    opened = render.forward_dot(graph, collapse=1, expand={"residual_block"})
+    assert 'peripheries="2"' not in opened
+    inner = render.forward_dot(graph, collapse=2)
+    assert inner.count('peripheries="2"') == 2 and "residual_block\\n×" not in inner   # the two relus
