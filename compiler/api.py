@@ -133,12 +133,14 @@ class Program:
     """One compiled function for fixed input specs: its graphs at every stage, its executor,
     and what the compile cost."""
 
-    def __init__(self, fn, specs, static=None, grad_argnums=None, backend=None, with_value=True, remat=False):
+    def __init__(self, fn, specs, static=None, grad_argnums=None, backend=None, with_value=True, remat=False,
+                 has_aux=False):
         from runtime.backends import executor_for, resolve
 
         self.backend = resolve(backend)
         self.grad_argnums = grad_argnums
         self.with_value = with_value
+        self.has_aux = has_aux
         self.compile_seconds = {}
         start = time.perf_counter()
         self.forward = trace(fn, *specs, static=static)
@@ -147,7 +149,7 @@ class Program:
         if grad_argnums is not None:
             positions = self.param_positions = _positions(self.forward, static or {}, grad_argnums)
             start = time.perf_counter()
-            self.joint = grad_graph(self.forward, positions, with_value=with_value)
+            self.joint = grad_graph(self.forward, positions, with_value=with_value, has_aux=has_aux)
             self._lap("autodiff", start)
         else:
             self.joint = None
@@ -179,7 +181,8 @@ class Program:
 
     def __call__(self, *args):
         outputs = self.run([_to_numpy(a) for a in args])
-        return _package(outputs, self.forward.returns_tuple, self.grad_argnums, self.with_value)
+        aux = len(self.forward.outputs) - 1 if self.has_aux else 0
+        return _package(outputs, self.forward.returns_tuple, self.grad_argnums, self.with_value, aux)
 
     def source(self):
         """The code this program runs (for the reference backend: the graph as Python)."""
@@ -366,12 +369,13 @@ def compile(fn, *specs, grad_argnums=None, backend=None, remat=False):
 class _Compiled:
     """A function that compiles itself for each new signature of its arguments."""
 
-    def __init__(self, fn, backend, grad_argnums=None, with_value=True, kind="jit"):
+    def __init__(self, fn, backend, grad_argnums=None, with_value=True, kind="jit", has_aux=False):
         self.fn = fn
         self.backend = backend
         self.grad_argnums = grad_argnums
         self.with_value = with_value
         self.kind = kind
+        self.has_aux = has_aux
         self.cache = {}
         # updated=(): copying fn's __dict__ would, for fn itself a _Compiled (C.grad(C.grad(f))),
         # overwrite self.fn and share its cache, so the outer transformation would vanish
@@ -392,30 +396,42 @@ class _Compiled:
         if program is None:
             specs = [Spec(a.shape, _default_dtype(a.dtype)) for a in arrays]
             program = Program(self.fn, specs, static=static, grad_argnums=self.grad_argnums,
-                              backend=self.backend, with_value=self.with_value)
+                              backend=self.backend, with_value=self.with_value, has_aux=self.has_aux)
             self.cache[key] = program
-        return _package(program.run(arrays), program.forward.returns_tuple, self.grad_argnums, self.with_value)
+        return _package(program.run(arrays), program.forward.returns_tuple, self.grad_argnums, self.with_value,
+                        self._aux_count(program.forward))
+
+    def _aux_count(self, forward):
+        return len(forward.outputs) - 1 if self.has_aux else 0
 
     def _inline(self, args):
         """Inside another trace: build this function's graph and splice it in."""
         static = {i: a for i, a in enumerate(args) if not isinstance(a, Tensor)}
         tensors = [a for a in args if isinstance(a, Tensor)]
         graph = trace(self.fn, *[t.spec for t in tensors], static=static)
+        aux = self._aux_count(graph)
         if self.grad_argnums is not None:
-            graph = grad_graph(graph, _positions(graph, static, self.grad_argnums), with_value=self.with_value)
+            graph = grad_graph(graph, _positions(graph, static, self.grad_argnums), with_value=self.with_value,
+                               has_aux=self.has_aux)
         env = replay(graph, tensors)
-        return _package([env[o] for o in graph.outputs], graph.returns_tuple, self.grad_argnums, self.with_value)
+        return _package([env[o] for o in graph.outputs], graph.returns_tuple, self.grad_argnums, self.with_value,
+                        aux)
 
 
-def _package(outputs, returns_tuple, grad_argnums, with_value):
+def _package(outputs, returns_tuple, grad_argnums, with_value, aux=0):
     """Shape a flat list of outputs as the user asked: the function's own result, or
     (value, gradients), or the gradients alone; one gradient for an int argnums, a tuple
-    for a tuple."""
+    for a tuple. With `aux` auxiliary outputs (has_aux), the value is (value, aux tuple)."""
     if grad_argnums is None:
         return tuple(outputs) if returns_tuple else outputs[0]
+    extra = tuple(outputs[len(outputs) - aux:]) if aux else None
+    outputs = outputs[:len(outputs) - aux] if aux else outputs
     grads = outputs[1:] if with_value else outputs
     grads = tuple(grads) if isinstance(grad_argnums, tuple) else grads[0]
-    return (outputs[0], grads) if with_value else grads
+    value = (outputs[0], extra) if aux else outputs[0]
+    if aux and not with_value:
+        return grads, extra
+    return (value, grads) if with_value else grads
 
 
 def jit(fn, backend=None):
@@ -429,7 +445,9 @@ def grad(fn, argnums=0, backend=None):
     return _Compiled(fn, backend, grad_argnums=argnums, with_value=False, kind="grad")
 
 
-def value_and_grad(fn, argnums=0, backend=None):
-    """(fn's value, its gradient(s)) from one compiled program."""
-    return _Compiled(fn, backend, grad_argnums=argnums, with_value=True, kind="value_and_grad")
+def value_and_grad(fn, argnums=0, backend=None, has_aux=False):
+    """(fn's value, its gradient(s)) from one compiled program. has_aux: fn returns
+    (value, aux...) — only the value is differentiated — and the result is
+    ((value, (aux...)), gradients), as in JAX."""
+    return _Compiled(fn, backend, grad_argnums=argnums, with_value=True, kind="value_and_grad", has_aux=has_aux)
 

@@ -39,17 +39,21 @@ def active_nodes(graph, wrt, output):
     return depends & needed
 
 
-def grad_graph(graph, argnums=(0,), with_value=True, seed="ones", keep_cotangents=False):
+def grad_graph(graph, argnums=(0,), with_value=True, seed="ones", keep_cotangents=False, has_aux=False):
     """The joint graph of `graph` (one output) differentiated with respect to inputs `argnums`.
 
     Its outputs: [value] (if with_value) + one gradient per argnum.
+    has_aux: `graph` has more outputs; the first is differentiated, the others (auxiliary
+    values: a model's logits, its new batch-norm statistics) are carried through, after the
+    gradients, as JAX's `has_aux` does.
     seed="ones": the output must be a scalar, its cotangent is 1.0.
     seed="input": the cotangent is a new input `tangents_1` shaped like the output (a VJP).
     keep_cotangents: also output the cotangent (d output / d node) of every forward node that
     has one, after the gradients; `joint.cotangent_of` lists (index of the node in
     graph.nodes, position in joint.outputs) for each (the pictures of compiler/inspect.py).
     """
-    if len(graph.outputs) != 1:
+    aux = graph.outputs[1:] if has_aux else []
+    if len(graph.outputs) != 1 and not has_aux:
         raise GradientError(f"can only differentiate a function with one output, {graph.name} has "
                             f"{len(graph.outputs)}", op="grad")
     output = graph.outputs[0]
@@ -74,9 +78,10 @@ def grad_graph(graph, argnums=(0,), with_value=True, seed="ones", keep_cotangent
         env = replay(graph, primals)
         grads, cotangents = backward(graph, env, [graph.inputs[i] for i in argnums], output, tangent,
                                      return_cotangents=True)
-        outputs = ([env[output]] if with_value else []) + grads
+        outputs = ([env[output]] if with_value else []) + grads + [env[a] for a in aux]
     inputs = [p.node for p in primals] + ([tangent.node] if tangent is not None else [])
-    names = (["value"] if with_value else []) + [f"grad_{graph.inputs[i].name}" for i in argnums]
+    names = (["value"] if with_value else []) + [f"grad_{graph.inputs[i].name}" for i in argnums] + \
+        [f"aux_{k}" for k in range(len(aux))]
     kept = []
     if keep_cotangents:
         from .printer import value_names
