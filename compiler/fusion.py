@@ -271,6 +271,7 @@ def _fuse_siblings(graph, groups, group_of, users, max_group):
         for other in readers[1:]:
             merged = groups[base] + groups[other]
             if len(segments(merged)) > MAX_SIBLINGS or len(merged) > max_group:
+                base = other                # this bundle is full: the next one starts here
                 continue
             if _path_back(merged, set(merged), users, groups, group_of) is None:
                 _merge(other, base, groups, group_of)

@@ -11,6 +11,7 @@ from .functional import __all__ as _functional_names
 from .primitive import REGISTRY as PRIMITIVES
 from .tensor import Spec, Tensor, spec
 from compiler.ir import scope  # noqa: E402  `with O.scope("block1"):` names the nodes made inside (a layer)
+from . import optim  # noqa: E402  O.optim.SGD / RMSprop / Adam: updates written in ops
 
 F = functional
 
@@ -71,4 +72,8 @@ def _attach_tensor_methods():
 
 _attach_tensor_methods()
 
-__all__ = ["Spec", "Tensor", "spec", "scope", "functional", "primitives", "PRIMITIVES"] + list(_functional_names)
+from . import layers  # noqa: E402  (Keras/PyTorch-style layers: `from ops import layers as L`)
+
+__all__ = ["Spec", "Tensor", "spec", "scope", "functional", "primitives", "PRIMITIVES", "layers"] + \
+    list(_functional_names)
+__all__ += ["optim"]
