@@ -595,7 +595,7 @@ class _Pool(Layer):
         hw = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
                    for n, p, d, k, s in zip(in_shape[1:], self.padding, self.dilation, self.kernel_size, self.stride))
         if min(hw) < 1:
-            raise self._shape_error(f"(None, C, H, W) with H, W at least the window's reach", in_shape,
+            raise self._shape_error("(None, C, H, W) with H, W at least the window's reach", in_shape,
                                     f": the {self.kernel_size} window does not fit")
         return in_shape[:1] + hw
 
