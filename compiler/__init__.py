@@ -12,7 +12,9 @@ from .errors import (ArgumentError, BackendError, ChainruleError, DTypeError, Gr
 from .inspect import gradient_check_view, scalar_view
 from .ir import Graph, Node, Source
 from .simplify import algebraic, cse, dce, fold_constants, simplify
+from .train import TrainStep, compile_train_step
 
 __all__ = ["trace", "jit", "grad", "value_and_grad", "compile", "Program", "grad_graph", "simplify", "dce",
            "cse", "fold_constants", "algebraic", "Graph", "Node", "Source", "ir", "ChainruleError", "ShapeError",
-           "DTypeError", "ArgumentError", "GradientError", "BackendError", "scalar_view", "gradient_check_view"]
+           "DTypeError", "ArgumentError", "GradientError", "BackendError", "scalar_view", "gradient_check_view",
+           "compile_train_step", "TrainStep"]

@@ -1,0 +1,133 @@
+"""One compiled program for a whole training step: forward, backward and optimizer update.
+
+    step = C.compile_train_step(model, O.cross_entropy, O.optim.Adam(), O.spec((64, 1, 8, 8)),
+                                O.spec((64,), "int64"))
+    loss, logits = step(x_batch, y_batch)          # parameters and optimizer state updated
+    predictions = step.evaluate(x_test)            # the eval program: inference only
+
+Frameworks run a training step as three phases: the forward, the backward (autograd), then
+`optimizer.step()` over every parameter. Here the three are one traced function, so the
+compiler sees all of it: the update of a parameter fuses with the last kernel of its
+gradient, the updates of all parameters share one launch (sibling fusion), and the memory
+plan covers the whole step. The traced program takes every parameter, model state (batch
+norm's running statistics, dropout seeds), optimizer state, the learning rate (an input, so
+a schedule never recompiles) and a batch; it returns the loss, the logits and the new value
+of each parameter and state. The `TrainStep` keeps those values between steps and feeds them
+back in, the way an in-place update would.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+
+import numpy as np
+
+from .errors import ArgumentError
+
+
+def _identifier(name):
+    """A qualified name ("conv2d.weight", "conv2d.weight.exp_avg") as a Python identifier."""
+    return re.sub(r"\W", "_", name)
+
+
+class TrainStep:
+    """A model, its loss and its optimizer compiled into one training step (see the module
+    docstring). Parameters, model state and optimizer state live here between calls; the
+    model's own arrays are updated too, so `model(x)` sees the trained weights."""
+
+    def __init__(self, model, loss, optimizer, x_spec, y_spec, backend=None, lr=None):
+        from ops.tensor import spec as make_spec
+
+        from .api import compile
+
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.param_names = [n for n, _ in model.parameters()]
+        self.state_names = [n for n, _ in model.states()]
+        self.params = [np.array(a) for _, a in model.parameters()]
+        self.states = [np.array(a) for _, a in model.states()]
+        self.opt_state = [np.array(a) for a in optimizer.init(self.params)]
+        self.opt_names = list(optimizer.state_names(self.param_names))
+        self.lr = optimizer.lr if lr is None else lr
+        self.steps = 0
+        n_p, n_s, n_o = len(self.params), len(self.states), len(self.opt_state)
+
+        def train_step(*args):
+            params, state = list(args[:n_p]), list(args[n_p:n_p + n_s])
+            opt_state, (lr, x, y) = list(args[n_p + n_s:n_p + n_s + n_o]), args[-3:]
+            value_and_grad = _value_and_grad()
+
+            def objective(*args):      # everything it reads is an argument: a nested trace sees no closures
+                params, state, (x, y) = list(args[:n_p]), list(args[n_p:n_p + n_s]), args[-2:]
+                logits, new_state = model.apply(params, state, x, training=True)
+                return (loss(logits, y), logits, *new_state)
+
+            (value, aux), grads = value_and_grad(objective, argnums=tuple(range(n_p)), has_aux=True)(
+                *params, *state, x, y)
+            new_params, new_opt_state = optimizer.update(params, list(grads), opt_state, lr=lr)
+            return (value, aux[0], *new_params, *aux[1:], *new_opt_state)
+
+        names = ([_identifier(n) for n in self.param_names] + [_identifier(n) for n in self.state_names]
+                 + [_identifier(f"opt.{n}") for n in self.opt_names] + ["lr", "x", "y"])
+        train_step.__signature__ = inspect.Signature(
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY) for n in names])
+        train_step.__name__ = "train_step"
+        specs = ([make_spec(a.shape, str(a.dtype)) for a in self.params + self.states + self.opt_state]
+                 + [make_spec((), "float32"), x_spec, y_spec])
+        self.program = compile(train_step, *specs, backend=backend)
+        self.x_spec, self.y_spec, self.backend = x_spec, y_spec, backend
+        self._eval = {}
+
+    def __call__(self, x, y, lr=None):
+        """One step on a batch: returns (loss, logits); parameters and states are updated."""
+        lr = self.lr if lr is None else lr
+        outputs = self.program.run([*self.params, *self.states, *self.opt_state, np.float32(lr),
+                                    np.asarray(x), np.asarray(y)])
+        n_p, n_s = len(self.params), len(self.states)
+        loss, logits, rest = outputs[0], outputs[1], outputs[2:]
+        self.params, self.states, self.opt_state = rest[:n_p], rest[n_p:n_p + n_s], rest[n_p + n_s:]
+        self.model.set_parameters(self.params)
+        self.model.set_states(self.states)
+        self.steps += 1
+        return float(loss), logits
+
+    def evaluate(self, x):
+        """The model's logits in eval mode (batch norm's running statistics, no dropout): a
+        second, inference-only program, compiled once per batch shape."""
+        from ops.tensor import spec as make_spec
+
+        from .api import compile
+
+        x = np.asarray(x)
+        program = self._eval.get(x.shape)
+        if program is None:
+            model, n_p = self.model, len(self.params)
+
+            def predict(*args):
+                logits, _ = model.apply(list(args[:n_p]), list(args[n_p:-1]), args[-1], training=False)
+                return logits
+
+            names = [_identifier(n) for n in self.param_names + self.state_names] + ["x"]
+            predict.__signature__ = inspect.Signature(
+                [inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY) for n in names])
+            specs = [make_spec(a.shape, str(a.dtype)) for a in self.params + self.states] + \
+                [make_spec(x.shape, self.x_spec.dtype)]
+            program = self._eval[x.shape] = compile(predict, *specs, backend=self.backend)
+        return program.run([*self.params, *self.states, x])[0]
+
+
+def _value_and_grad():
+    from .api import value_and_grad
+
+    return value_and_grad
+
+
+def compile_train_step(model, loss, optimizer, x_spec, y_spec, backend=None, lr=None):
+    """The whole training step of `model` under `loss` and `optimizer` as one compiled program
+    (see the module docstring). The model must be built (`model.init(...)`)."""
+    if not model.parameters():
+        raise ArgumentError(f"compile_train_step: {type(model).__name__} has no parameters; build it first "
+                            "with model.init(seed, input_shape=...)")
+    return TrainStep(model, loss, optimizer, x_spec, y_spec, backend=backend, lr=lr)
+
+
+__all__ = ["TrainStep", "compile_train_step"]
