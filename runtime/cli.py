@@ -20,6 +20,18 @@ def main(argv=None):
     kernels.add_argument("--out", required=True, help="the folder to write (its numbered files are replaced)")
     kernels.add_argument("--batch-size", type=int, default=64)
     kernels.add_argument("--backend", default="interpret", choices=["triton", "interpret"])
+    train = commands.add_parser("train", help="train a model on the digits, the whole step compiled into kernels")
+    train.add_argument("model", nargs="?", default="lenet",
+                       help="logreg, mlp, lenet, resnet, autoencoder, or path/to/file.py:function returning layers")
+    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=None, help="default: 0.01 (adam, rmsprop), 0.05 (sgd)")
+    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "rmsprop"])
+    train.add_argument("--backend", default=None, choices=["triton", "interpret", "reference"],
+                       help="default: triton (the GPU if there is one, else Triton's interpreter)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--patience", type=int, default=None, help="stop after this many epochs without improvement")
+    train.add_argument("--out", default=None, help="write learning curves, a report, a checkpoint, graphs, kernels")
     graph = commands.add_parser("graph", help="draw a model's training step: forward, backward, kernels, memory")
     graph.add_argument("model", help="a zoo model (logreg, mlp, lenet, resnet) or path/to/file.py:function")
     graph.add_argument("--out", required=True, help="the folder to write forward, backward, kernels and memory into")
@@ -31,6 +43,19 @@ def main(argv=None):
 
     if args.command == "kernels":
         return write_kernels(args.model, args.out, args.batch_size, args.backend)
+    if args.command == "train":
+        if args.epochs < 1 or args.batch_size < 1 or (args.lr is not None and args.lr <= 0):
+            parser.error("--epochs and --batch-size must be at least 1 and --lr positive")
+        from compiler.errors import ChainruleError
+
+        from .train import train_command
+        try:
+            train_command(args.model, args.epochs, args.batch_size, args.lr, args.optimizer, args.backend,
+                          args.seed, args.out, args.patience)
+        except ChainruleError as e:
+            print(f"chainrule: {e}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "graph":
         collapse = {"auto": "auto", "none": None}.get(args.collapse, args.collapse)
         return draw_graphs(args.model, args.out, args.format, args.batch_size, collapse)

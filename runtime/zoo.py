@@ -110,16 +110,62 @@ def get(name):
     if name in ZOO:
         return ZOO[name]
     if ":" in name:
-        path, function = name.rsplit(":", 1)
-        if not os.path.isfile(path):
-            raise ArgumentError(f"model file {path!r} does not exist")
-        spec = importlib.util.spec_from_file_location(f"chainrule_user_model_{abs(hash(path))}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if not hasattr(module, function):
-            raise ArgumentError(f"{path} has no function {function!r}")
-        model = getattr(module, function)()
+        model = _from_file(name, "a runtime.zoo.Model")
         if not isinstance(model, Model):
             raise ArgumentError(f"{name}() must return a runtime.zoo.Model, got {type(model).__name__}")
         return model
     raise ArgumentError(f"unknown model {name!r}: choose one of {', '.join(ZOO)} or give path/to/file.py:function")
+
+
+# -- the same models as layers: what `chainrule train` trains ----------------------------------------
+
+def networks():
+    """name -> a function building the zoo's layer models (ops.layers) for the 8x8 digits:
+    what `chainrule train MODEL` trains, with the whole step (forward, backward, update)
+    compiled into one program."""
+    from ops import layers as L
+
+    return {
+        "logreg": lambda: L.Sequential(L.Flatten(), L.Dense(64, 10, init="xavier"), input_shape=(1, 8, 8)),
+        "mlp": lambda: L.Sequential(L.Flatten(), L.Dense(64, 128), L.ReLU(), L.Dense(128, 64), L.ReLU(),
+                                    L.Dense(64, 10), input_shape=(1, 8, 8)),
+        "lenet": lambda: L.Sequential(L.Conv2d(1, 6, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
+                                      L.Conv2d(6, 16, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
+                                      L.Flatten(), L.Dense(64, 84), L.ReLU(), L.Dense(84, 10), input_shape=(1, 8, 8)),
+        "resnet": lambda: L.Sequential(
+            L.Conv2d(1, 16, 3, padding=1, bias=False), L.BatchNorm2d(16), L.ReLU(),
+            L.Residual([L.Conv2d(16, 16, 3, padding=1, bias=False), L.BatchNorm2d(16), L.ReLU(),
+                        L.Conv2d(16, 16, 3, padding=1, bias=False), L.BatchNorm2d(16)]),
+            L.ReLU(), L.GlobalAvgPool2d(), L.Dense(16, 10), input_shape=(1, 8, 8)),
+        "autoencoder": lambda: L.Sequential(L.Flatten(), L.Dense(64, 32), L.ReLU(), L.Dense(32, 8), L.ReLU(),
+                                            L.Dense(8, 32), L.ReLU(), L.Dense(32, 64, init="xavier"), L.Sigmoid(),
+                                            input_shape=(1, 8, 8)),
+    }
+
+
+RECONSTRUCTS = ("autoencoder",)     # trained to give back its input (mean squared error), not a class
+
+
+def network(name):
+    """A zoo layer model by name (unbuilt), or `path/to/file.py:function` returning one."""
+    found = networks()
+    if name in found:
+        return found[name]()
+    if ":" in name:
+        return _from_file(name, "an ops.layers model (e.g. a Sequential)")
+    raise ArgumentError(f"unknown model {name!r}: choose one of {', '.join(found)} or give path/to/file.py:function")
+
+
+def _from_file(name, what):
+    path, function = name.rsplit(":", 1)
+    if not os.path.isfile(path):
+        raise ArgumentError(f"model file {path!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"chainrule_user_model_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, function):
+        raise ArgumentError(f"{path} has no function {function!r}")
+    model = getattr(module, function)()
+    if model is None:
+        raise ArgumentError(f"{name}() returned None; it must return {what}")
+    return model

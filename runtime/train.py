@@ -1,0 +1,167 @@
+"""The training loop: what `chainrule train` and `fit` do with a compiled training step.
+
+Keras' `fit` in a page: every epoch shuffles the training set into mini-batches, runs the
+compiled step (forward, backward and optimizer update: one program, compiler/train.py) on
+each, and then measures loss and accuracy on the validation set with the eval program. A
+progress bar shows the running loss; the best epoch's weights are kept (and, with `out=`,
+checkpointed atomically); early stopping ends the run when the validation loss stops
+improving; a loss that becomes NaN or infinite stops it with a message naming the epoch and
+the step. At the end the best weights are restored and the test set is measured.
+
+Batches have one shape, so the step compiles once: the last, smaller batch of an epoch is
+dropped (each epoch shuffles anew, so every example is still seen).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+import ops as O
+
+from . import checkpoint, metrics
+from .datasets import batches, check_labels
+from .progress import Progress
+from .training_utils import EarlyStopping, check_finite
+
+OPTIMIZERS = {"sgd": lambda lr: O.optim.SGD(lr=lr, momentum=0.9), "adam": lambda lr: O.optim.Adam(lr=lr),
+              "rmsprop": lambda lr: O.optim.RMSprop(lr=lr)}
+
+
+def fit(model, data, epochs=10, batch_size=32, optimizer="adam", lr=None, loss=None, backend=None, seed=0,
+        patience=None, out=None, reconstruct=False, schedule=None, log=print, progress=True):
+    """Train `model` (ops.layers, built) on data = {"train": (x, y), "val": (x, y), "test": (x, y)}.
+
+    optimizer: "adam" | "sgd" (momentum 0.9) | "rmsprop", or an O.optim optimizer; lr: its
+    learning rate; schedule: epoch -> lr (O.optim.StepLR(...).lr), fed as an input, no
+    recompile. reconstruct: the target is the input itself (an autoencoder, mean squared
+    error). Returns {"history": per-epoch lists, "test_loss", "test_accuracy", "best_epoch",
+    "seconds", "step"}."""
+    import compiler as C
+
+    if isinstance(optimizer, str):
+        if optimizer not in OPTIMIZERS:
+            from compiler.errors import ArgumentError
+
+            raise ArgumentError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        optimizer = OPTIMIZERS[optimizer](lr if lr is not None else (1e-2 if optimizer != "sgd" else 0.05))
+    x_train, y_train = data["train"]
+    classes = None if reconstruct else int(model.output_shape(x_train.shape[1:])[-1])
+    if not reconstruct:
+        for part, (_, y) in data.items():
+            check_labels(y, classes, what=f"{part} labels")
+    loss = loss or (_reconstruction_loss if reconstruct else O.cross_entropy)
+    batch_size = min(batch_size, len(x_train))
+    y_spec = O.spec((batch_size, *x_train.shape[1:])) if reconstruct else O.spec((batch_size,), "int64")
+    step = C.compile_train_step(model, loss, optimizer, O.spec((batch_size, *x_train.shape[1:])), y_spec,
+                                backend=backend)
+    rng = np.random.default_rng(seed)
+    history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    stopper = EarlyStopping(patience=patience) if patience else None
+    best = (np.inf, None, None, 0)
+    start = time.perf_counter()
+    steps_per_epoch = len(x_train) // batch_size
+    for epoch in range(1, epochs + 1):
+        lr_now = schedule(epoch - 1) if schedule else step.lr
+        bar = Progress(steps_per_epoch, desc=f"epoch {epoch}/{epochs}") if progress else None
+        losses, correct, seen = [], 0, 0
+        for k, (x, y) in enumerate(batches(x_train, y_train, batch_size, seed=rng, drop_last=True), 1):
+            value, logits = step(x, x if reconstruct else y, lr=lr_now)
+            check_finite(value, epoch, k, lr=lr_now)
+            losses.append(value)
+            if not reconstruct:
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+            if bar:
+                bar.update(1, loss=float(np.mean(losses)), **({"acc": correct / seen} if seen else {}))
+        if bar:
+            bar.close()
+        val_loss, val_acc = evaluate(step, *data["val"], loss, reconstruct)
+        history["loss"].append(float(np.mean(losses)))
+        history["accuracy"].append(correct / seen if seen else None)
+        history["val_loss"].append(val_loss)
+        history["val_accuracy"].append(val_acc)
+        accuracy = f"  accuracy {correct / seen:.4f}  val_accuracy {val_acc:.4f}" if seen else ""
+        log(f"epoch {epoch:3d}/{epochs}  loss {history['loss'][-1]:.4f}  val_loss {val_loss:.4f}{accuracy}  "
+            f"({time.perf_counter() - start:.1f} s)")
+        if val_loss < best[0]:
+            best = (val_loss, [p.copy() for p in step.params], [s.copy() for s in step.states], epoch)
+            if out:
+                _save_checkpoint(out, step, epoch, val_loss)
+        if stopper and stopper.step(val_loss, epoch):
+            log(f"early stopping: val_loss has not improved for {patience} epochs (best: epoch {stopper.best_epoch})")
+            break
+    if best[1] is not None:                      # back to the best epoch's weights
+        step.params, step.states = best[1], best[2]
+        model.set_parameters(step.params)
+        model.set_states(step.states)
+    test_loss, test_acc = evaluate(step, *data["test"], loss, reconstruct)
+    return {"history": history, "test_loss": test_loss, "test_accuracy": test_acc, "best_epoch": best[3],
+            "seconds": time.perf_counter() - start, "step": step}
+
+
+def _reconstruction_loss(output, target):
+    return O.mse_loss(output, O.reshape(target, output.shape))
+
+
+def evaluate(step, x, y, loss=None, reconstruct=False, batch=512):
+    """(mean loss, accuracy) of the trained step's eval program on (x, y), in batches;
+    accuracy is None for a reconstruction."""
+    outputs = np.concatenate([step.evaluate(x[i:i + batch]) for i in range(0, len(x), batch)])
+    if reconstruct:
+        flat = x.reshape(len(x), -1)
+        return float(np.mean((outputs.reshape(len(x), -1) - flat) ** 2)), None
+    shifted = outputs - outputs.max(1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    return float(-log_probs[np.arange(len(y)), y].mean()), metrics.accuracy(outputs.argmax(1), y)
+
+
+def _save_checkpoint(out, step, epoch, val_loss):
+    arrays = {f"param/{n}": a for n, a in zip(step.param_names, step.params)}
+    arrays.update({f"state/{n}": a for n, a in zip(step.state_names, step.states)})
+    arrays.update({f"opt/{n}": a for n, a in zip(step.opt_names, step.opt_state)})
+    checkpoint.save(os.path.join(out, "checkpoint.npz"), arrays, {"epoch": epoch, "val_loss": val_loss})
+
+
+def train_command(model_name, epochs, batch_size, lr, optimizer, backend, seed, out, patience=None, log=print):
+    """`chainrule train`: the zoo model (or path/to/file.py:function) on the digits; prints
+    an epoch line each epoch and ends with `test accuracy: 0.xxxx`. With `out`, writes the
+    learning curves, a classification report, the checkpoint, the graphs and the kernels."""
+    from .datasets import digits_split
+    from .zoo import RECONSTRUCTS, network
+
+    model = network(model_name)
+    image = True
+    data = digits_split(seed=seed, image=image)
+    model.init(seed, input_shape=data["train"][0].shape[1:])
+    reconstruct = model_name in RECONSTRUCTS
+    log(model.summary())
+    if out:
+        os.makedirs(out, exist_ok=True)
+    result = fit(model, data, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, backend=backend,
+                 seed=seed, patience=patience, out=out, reconstruct=reconstruct, log=log,
+                 progress=sys.stdout.isatty())
+    step = result["step"]
+    report = step.program.report()
+    log(f"compiled step: {report['kernels']} kernels ({report['unfused_kernels']} unfused), "
+        f"best epoch {result['best_epoch']}, {result['seconds']:.1f} s")
+    if out:
+        from .curves import plot_learning_curves
+
+        plot_learning_curves(result["history"], os.path.join(out, "learning_curves.png"))
+        step.program.dump(os.path.join(out, "step"))
+        if not reconstruct:
+            x_test, y_test = data["test"]
+            pred = step.evaluate(x_test).argmax(1)
+            text = metrics.report(pred, y_test, 10)
+            with checkpoint.atomic_file(os.path.join(out, "report.txt")) as tmp, open(tmp, "w") as f:
+                f.write(text)
+        log(f"wrote {out}: learning_curves.png, checkpoint.npz, step/ (graphs, kernels)"
+            + ("" if reconstruct else ", report.txt"))
+    if reconstruct:
+        log(f"test reconstruction error (mse): {result['test_loss']:.4f}")
+    else:
+        log(f"test accuracy: {result['test_accuracy']:.4f}")
+    return result
