@@ -38,7 +38,7 @@ class TrainStep:
     def __init__(self, model, loss, optimizer, x_spec, y_spec, backend=None, lr=None):
         from ops.tensor import spec as make_spec
 
-        from .api import compile
+        from .api import compile, value_and_grad
 
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.param_names = [n for n, _ in model.parameters()]
@@ -54,7 +54,6 @@ class TrainStep:
         def train_step(*args):
             params, state = list(args[:n_p]), list(args[n_p:n_p + n_s])
             opt_state, (lr, x, y) = list(args[n_p + n_s:n_p + n_s + n_o]), args[-3:]
-            value_and_grad = _value_and_grad()
 
             def objective(*args):      # everything it reads is an argument: a nested trace sees no closures
                 params, state, (x, y) = list(args[:n_p]), list(args[n_p:n_p + n_s]), args[-2:]
@@ -113,12 +112,6 @@ class TrainStep:
                 [make_spec(x.shape, self.x_spec.dtype)]
             program = self._eval[x.shape] = compile(predict, *specs, backend=self.backend)
         return program.run([*self.params, *self.states, x])[0]
-
-
-def _value_and_grad():
-    from .api import value_and_grad
-
-    return value_and_grad
 
 
 def compile_train_step(model, loss, optimizer, x_spec, y_spec, backend=None, lr=None):
