@@ -48,6 +48,7 @@ def fit(model, data, epochs=10, batch_size=32, optimizer="adam", lr=None, loss=N
             raise ArgumentError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         optimizer = OPTIMIZERS[optimizer](lr if lr is not None else (1e-2 if optimizer != "sgd" else 0.05))
     x_train, y_train = data["train"]
+    _check_shapes(model, data)
     classes = None if reconstruct else int(model.output_shape(x_train.shape[1:])[-1])
     if not reconstruct:
         for part, (_, y) in data.items():
@@ -100,6 +101,21 @@ def fit(model, data, epochs=10, batch_size=32, optimizer="adam", lr=None, loss=N
     test_loss, test_acc = evaluate(step, *data["test"], loss, reconstruct)
     return {"history": history, "test_loss": test_loss, "test_accuracy": test_acc, "best_epoch": best[3],
             "seconds": time.perf_counter() - start, "step": step}
+
+
+def _check_shapes(model, data):
+    """Every part of the data set has examples of the shape the model was built for, and as
+    many labels as examples."""
+    from compiler.errors import ShapeError
+
+    want = tuple(getattr(model, "input_shape", None) or ())
+    for part, (x, y) in data.items():
+        if want and tuple(x.shape[1:]) != want:
+            raise ShapeError(f"fit: the model was built for inputs of shape (None, {', '.join(map(str, want))}) but "
+                             f"the {part} set's x has shape {x.shape}: reshape the data or build the model with "
+                             f"input_shape={tuple(x.shape[1:])}", op="fit")
+        if len(x) != len(y):
+            raise ShapeError(f"fit: the {part} set has {len(x)} examples but {len(y)} labels", op="fit")
 
 
 def _reconstruction_loss(output, target):

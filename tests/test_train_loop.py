@@ -96,3 +96,10 @@ def test_chainrule_train_refuses_an_unknown_model():
     result = subprocess.run([sys.executable, "-m", "runtime.cli", "train", "nosuch", "--epochs", "1"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown model 'nosuch'" in result.stderr
+
+
+def test_data_of_another_shape_than_the_model_is_a_clear_error():
+    x, y = blobs(n=60, centers=3, features=3, seed=0)
+    with pytest.raises(ChainruleError, match=r"built for inputs of shape \(None, 2\).*train set's x has shape "
+                                             r"\(\d+, 3\)"):
+        fit(small_mlp(), split(x, y, seed=0), epochs=1, backend="reference", log=lambda line: None, progress=False)
