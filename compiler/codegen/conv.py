@@ -410,7 +410,7 @@ def _launch(kernel, args, target, m, n, k):
     # tiles. Thin tiles walk a long reduction in big steps; a narrow output (few channels)
     # takes tall tiles (conv1 of LeNet: 4096 rows x 6 channels in one program, not 32)
     bn = target.tile(n)
-    bk = target.tile(k, cpu_max=max(128, 16384 // max(target.tile(m), bn)))
+    bk = target.tile(k, cpu_max=max(128, 65536 // max(target.tile(m), bn)))
     bm = target.tile(m, cpu_max=max(128, 65536 // max(bn, bk)))
     return [f"def launch({call}, BLOCK_M={bm}, BLOCK_N={bn}, BLOCK_K={bk}):",
             f"    grid = (triton.cdiv({m}, BLOCK_M), triton.cdiv({n}, BLOCK_N))",
