@@ -265,12 +265,16 @@ def _fuse_siblings(graph, groups, group_of, users, max_group):
     for node in graph.nodes:
         if node.is_scalar_const:            # a literal in the kernel's text: nothing is read
             continue
+        own = group_of.get(node)            # a reader in the buffer's own kernel is no sibling
         readers = [g for g in dict.fromkeys(group_of[u] for u in users[node] if u in group_of)
-                   if _sibling_candidate(groups[g])]
+                   if g != own and _sibling_candidate(groups[g])]
         base = readers[0] if readers else None
         for other in readers[1:]:
             merged = groups[base] + groups[other]
-            if len(segments(merged)) > MAX_SIBLINGS or len(merged) > max_group:
+            parts = len(segments(merged))
+            if parts != len(segments(groups[base])) + len(segments(groups[other])):
+                continue                    # an edge joins them: one feeds the other, they are no siblings
+            if parts > MAX_SIBLINGS or len(merged) > max_group:
                 base = other                # this bundle is full: the next one starts here
                 continue
             if _path_back(merged, set(merged), users, groups, group_of) is None:

@@ -240,3 +240,19 @@ def test_siblings_that_depend_on_each_other_stay_apart(rng):
     executor = TritonExecutor(graph, Target(), poison=True)
     assert "horizontal" not in [k.family for k in executor.schedule.kernels]
     assert rel_error(executor([x, w])[0], run_graph(graph, [x, w])[0]) < 1e-12
+
+
+def test_a_consumer_of_a_kernels_value_is_not_its_sibling(rng):
+    """t * t joins tanh's kernel; minimum(t, y) iterates over another shape, so it stays apart
+    (it reads t from memory). Sibling fusion must not bundle it back in through t."""
+    x, y = nonzero(rng, (2, 5), dtype=np.float64), nonzero(rng, (7, 2, 2, 5), dtype=np.float64)
+
+    def f(x, y):
+        t = O.tanh(x / x)
+        return t * t, O.minimum(t, y)
+    graph = C.trace(f, x, y)
+    executor = TritonExecutor(graph, Target(), poison=True)
+    assert "horizontal" not in [k.family for k in executor.schedule.kernels]
+    assert len(executor.schedule.kernels) == 2
+    for got, want in zip(executor([x, y]), run_graph(graph, [x, y])):
+        assert rel_error(got, want) < 1e-12
