@@ -34,6 +34,7 @@ from ops.primitive import REGISTRY
 from ops.primitives import broadcast_shapes
 
 from .errors import ShapeError
+from .graphs import connected_parts
 
 from .lower import VIEW_OPS
 from .printer import value_names
@@ -229,23 +230,7 @@ MAX_SIBLINGS = 8            # independent kernels in one horizontal launch
 def segments(group):
     """The independent parts of a group (connected through its own edges), each in group
     order: one for a vertical group, several for a horizontal one."""
-    members = set(group)
-    part = {n: n for n in group}
-
-    def root(n):
-        while part[n] is not n:
-            part[n] = part[part[n]]
-            n = part[n]
-        return n
-
-    for n in group:
-        for i in n.inputs:
-            if i in members:
-                part[root(i)] = root(n)
-    found = {}
-    for n in group:
-        found.setdefault(root(n), []).append(n)
-    return list(found.values())
+    return connected_parts(group)
 
 
 def _sibling_candidate(group):

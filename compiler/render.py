@@ -25,6 +25,7 @@ program, `render` writes the .dot text and says how to install graphviz; it neve
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -156,22 +157,12 @@ def _output_names(graph, grad_words=False):
 
 # -- collapsing scopes ------------------------------------------------------------------------
 
-def _composites():
+@functools.lru_cache(maxsize=None)
+def _composite_names():
+    """The DSL's op names (ops imports compiler: looked up on first use, not at import)."""
     import ops.functional
 
-    return set(ops.functional.__all__)
-
-
-class _Names:
-    """The DSL's op names, looked up once (ops imports compiler: not at import time)."""
-
-    def __contains__(self, name):
-        if not hasattr(self, "names"):
-            self.names = _composites()
-        return name in self.names
-
-
-COMPOSITES = _Names()
+    return frozenset(ops.functional.__all__)
 
 
 def collapsed_groups(graph, collapse="auto", expand=()):
@@ -192,25 +183,13 @@ def collapsed_groups(graph, collapse="auto", expand=()):
         if any(name in expand for name in prefix):
             continue
         # a composite op is one call per line; a block the user named (O.scope) spans lines
-        line = str(node.source) if prefix[-1] in COMPOSITES else ""
+        line = str(node.source) if prefix[-1] in _composite_names() else ""
         key[node] = (prefix, line, node.role)
     # one box per connected piece: two calls of conv2d on two lines are two boxes
-    parent = {n: n for n in key}
+    from .graphs import connected_parts
 
-    def root(n):
-        while parent[n] is not n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-
-    for node in key:
-        for i in node.inputs:
-            if i in key and key[i] == key[node]:
-                parent[root(i)] = root(node)
-    groups = {}
-    for node in key:
-        groups.setdefault(root(node), []).append(node)
-    return {n: members[-1] for members in groups.values() if len(members) > 1 for n in members}
+    pieces = connected_parts(list(key), lambda producer, consumer: key[producer] == key[consumer])
+    return {n: members[-1] for members in pieces if len(members) > 1 for n in members}
 
 
 def _collapsed_look(members, names, depth):

@@ -163,7 +163,7 @@ class Layer:
         self.name = _check_name(name) if name is not None else self.kind
         self._params = OrderedDict()
         self._state = OrderedDict()
-        self.built = False
+        self._built = False
         self.input_shape = None
         self._jits = {}
 
@@ -225,7 +225,7 @@ class Layer:
         rng = _rng(rng)
         self._params = self._make_params(rng)
         self._state = self._make_state(rng)
-        self.input_shape, self.built = in_shape, True
+        self.input_shape, self._built = in_shape, True
         return out
 
     def _make_params(self, rng):
@@ -233,6 +233,10 @@ class Layer:
 
     def _make_state(self, rng):
         return OrderedDict()
+
+    @property
+    def built(self):
+        return self._built
 
     # -- running ------------------------------------------------------------------------------
     def call(self, params, state, x, training):
@@ -759,12 +763,8 @@ class _Container(Layer):
         return int(sum(c.num_parameters() for c in self._children))
 
     @property
-    def built(self):
+    def built(self):                 # a container is built when every layer in it is
         return bool(self._children) and all(c.built for c in self._children)
-
-    @built.setter
-    def built(self, value):
-        pass
 
     @property
     def params(self):
@@ -805,22 +805,18 @@ class _Container(Layer):
         return y
 
     def _build_chain(self, children, in_shape, rng, after=None):
-        shape = in_shape
-        for child in children:
-            try:
-                shape = child.build(shape, rng)
-            except ShapeError as e:
-                if after is None:
-                    raise
-                raise ShapeError(f"{e.bare_message} (the output of {after})", op=e.op, source=e.source) from None
-            after = child.name
-        return shape
+        return self._walk(children, in_shape, lambda child, shape: child.build(shape, rng), after)
 
     def _chain_shape(self, children, in_shape, after=None):
+        return self._walk(children, in_shape, lambda child, shape: child.output_shape(shape), after)
+
+    @staticmethod
+    def _walk(children, in_shape, step, after=None):
+        """Thread a shape through children; a shape error names the layer that made its input."""
         shape = in_shape
         for child in children:
             try:
-                shape = child.output_shape(shape)
+                shape = step(child, shape)
             except ShapeError as e:
                 if after is None:
                     raise
