@@ -134,7 +134,7 @@ class Program:
     and what the compile cost."""
 
     def __init__(self, fn, specs, static=None, grad_argnums=None, backend=None, with_value=True, remat=False,
-                 has_aux=False):
+                 has_aux=False, carry=None):
         from runtime.backends import executor_for, resolve
 
         self.backend = resolve(backend)
@@ -163,24 +163,48 @@ class Program:
             start = time.perf_counter()
             self.before_remat, self.graph = self.graph, rematerialize(self.graph)
             self._lap("remat", start)
+        self.carry = _carry_pairs(self.graph, carry, grad_argnums)
         start = time.perf_counter()
-        self.executor = executor_for(self.graph, self.backend)
+        self.executor = executor_for(self.graph, self.backend, self.carry)
         self._lap("lower", start)
-        self.specs = [Spec(n.shape, n.dtype) for n in self.forward.inputs]
+        carried = {i for i, _ in self.carry}
+        self.specs = [Spec(n.shape, n.dtype) for i, n in enumerate(self.forward.inputs) if i not in carried]
+        self.free_inputs = [n for i, n in enumerate(self.forward.inputs) if i not in carried]
 
     def _lap(self, name, start):
         self.compile_seconds[name] = time.perf_counter() - start
 
     def run(self, arrays):
-        """Run on NumPy arrays (one per traced input); returns the list of output arrays."""
-        for spec, array, node in zip(self.specs, arrays, self.forward.inputs):
-            if array.shape != spec.shape:
+        """Run on NumPy arrays (one per traced input that is not carried); returns the list of
+        output arrays (those not carried)."""
+        if len(arrays) != len(self.specs):
+            raise ArgumentError(f"{self.forward.name} takes {len(self.specs)} arrays "
+                                f"({', '.join(n.name for n in self.free_inputs)}), got {len(arrays)}",
+                                source=ir.capture_source())
+        for spec, array, node in zip(self.specs, arrays, self.free_inputs):
+            if np.shape(array) != spec.shape:
                 raise ArgumentError(f"argument {node.name} has shape {array.shape} but this program was compiled "
                                     f"for {spec.shape}", source=ir.capture_source())
         return self.executor([np.asarray(a).astype(s.dtype, copy=False) for a, s in zip(arrays, self.specs)])
 
+    def load_state(self, arrays):
+        """The carried values' first values (compile(carry=...)), in carry order: they go to the
+        device once and stay there, updated by every call."""
+        for (i, _), array in zip(self.carry, arrays):
+            node = self.graph.inputs[i]
+            if np.shape(array) != node.shape:
+                raise ArgumentError(f"carried input {self.forward.inputs[i].name} has shape {node.shape}, "
+                                    f"got an array of shape {np.shape(array)}", source=ir.capture_source())
+        self.executor.load_state([np.asarray(a) for a in arrays])
+
+    def state(self):
+        """The carried values now, as NumPy arrays in carry order."""
+        return self.executor.state()
+
     def __call__(self, *args):
         outputs = self.run([_to_numpy(a) for a in args])
+        if self.carry:
+            return tuple(outputs) if len(outputs) != 1 else outputs[0]
         aux = len(self.forward.outputs) - 1 if self.has_aux else 0
         return _package(outputs, self.forward.returns_tuple, self.grad_argnums, self.with_value, aux)
 
@@ -199,7 +223,9 @@ class Program:
             if getattr(self, "_memory", None) is None:
                 from .memory import plan_memory
 
-                self._memory = plan_memory(self.schedule)
+                graph = self.graph
+                self._memory = plan_memory(self.schedule, carried=[(graph.inputs[i], graph.outputs[j])
+                                                                   for i, j in self.carry])
             plan = self._memory
         return plan
 
@@ -213,7 +239,8 @@ class Program:
                 from .fusion import fuse
                 from .lower import lower
 
-                self._schedule = lower(self.graph, fuse(self.graph))
+                graph = self.graph
+                self._schedule = lower(graph, fuse(graph), [(graph.inputs[i], graph.outputs[j]) for i, j in self.carry])
             schedule = self._schedule
         return schedule
 
@@ -358,10 +385,36 @@ def _positions(graph, static, argnums):
     return tuple(positions)
 
 
-def compile(fn, *specs, grad_argnums=None, backend=None, remat=False):
+def compile(fn, *specs, grad_argnums=None, backend=None, remat=False, carry=None):
     """Compile fn for inputs described by `specs`. With grad_argnums, the Program returns
-    (value, gradients)."""
-    return Program(fn, specs, grad_argnums=grad_argnums, backend=backend, remat=remat)
+    (value, gradients). `carry` ({input position: output position}) makes that output feed
+    that input at the next call, kept on the device and written over in place where safe (a
+    training step's parameters and optimizer state): load the first values with
+    `program.load_state(arrays)`, then pass only the other inputs; `program.state()` reads
+    them back."""
+    return Program(fn, specs, grad_argnums=grad_argnums, backend=backend, remat=remat, carry=carry)
+
+
+def _carry_pairs(graph, carry, grad_argnums):
+    """compile's `carry` as checked (input index, output index) pairs."""
+    if not carry:
+        return []
+    if grad_argnums is not None:
+        raise ArgumentError("compile: carry and grad_argnums do not go together; compute the new values "
+                            "inside the function (C.value_and_grad) and carry those")
+    pairs = sorted(dict(carry).items())
+    outs = [j for _, j in pairs]
+    if len(set(outs)) != len(outs):
+        raise ArgumentError(f"compile: carry feeds one output into two inputs: {dict(carry)}")
+    for i, j in pairs:
+        if not (0 <= i < len(graph.inputs) and 0 <= j < len(graph.outputs)):
+            raise ArgumentError(f"compile: carry {i} -> {j} is out of range: {graph.name} has "
+                                f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs")
+        source, new = graph.inputs[i], graph.outputs[j]
+        if (source.shape, source.dtype) != (new.shape, new.dtype):
+            raise ArgumentError(f"compile: carry {i} -> {j}: output {j} is {new.type_str} but input "
+                                f"{source.name} is {source.type_str}; a carried value keeps its type")
+    return pairs
 
 
 # -- transformations with a cache per input signature -----------------------------------------

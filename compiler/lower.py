@@ -126,11 +126,14 @@ class Schedule:
 VIEW_OPS = ("reshape", "permute", "expand", "slice")
 
 
-def lower(graph, plan=None):
+def lower(graph, plan=None, carried=()):
     """Graph -> Schedule: one kernel per computing node, or one per group of a FusionPlan.
 
     First every value gets its place (a buffer, a view of one, or a literal); then the
-    kernels are put in an order where each runs after the kernels whose buffers it reads."""
+    kernels are put in an order where each runs after the kernels whose buffers it reads.
+    `carried`: (input, output) pairs whose output will replace that input (a parameter and its
+    update, compile(carry=...)); the output's kernel then also runs after every other reader
+    of the input where it can, so it may write over it (compiler/memory.py)."""
     views, literals, buffers, constants = {}, {}, [], {}
     groups = [g for g in plan.groups if len(g) > 1] if plan is not None else []
     fused = {n for g in groups for n in g}
@@ -164,7 +167,7 @@ def lower(graph, plan=None):
         unit = _kernel(g, [n for n in g if n in stored], space[0], views, literals)
         unit.space = space[1:]
         units.append(unit)
-    kernels = _in_dependency_order(units, {n: i for i, n in enumerate(graph.nodes)})
+    kernels = _in_dependency_order(units, {n: i for i, n in enumerate(graph.nodes)}, carried, views)
     for index, kernel in enumerate(kernels):
         kernel.index = index
     return Schedule(graph, kernels, views, literals, buffers, constants)
@@ -187,14 +190,25 @@ def _kernel(nodes, outputs, family, views, literals):
     return kernel
 
 
-def _in_dependency_order(units, position):
+def _in_dependency_order(units, position, carried=(), views=None):
     """Kernels ordered so that each comes after the writers of the buffers it reads; among
-    the ready ones, the one whose first node comes first in the graph."""
+    the ready ones, the one whose first node comes first in the graph. A carried value's
+    writer also waits for the other readers of the value it replaces (a write-after-read
+    edge), unless such a reader depends on the writer."""
     import heapq
 
     writer = {out: k for k, unit in enumerate(units) for out in unit.outputs}
     needs = {k: {writer[v.base] for v in unit.inputs.values() if isinstance(v, View) and v.base in writer} - {k}
              for k, unit in enumerate(units)}
+    for source, new in carried:
+        where = views.get(new)
+        if where is None or where.base not in writer:
+            continue
+        w = writer[where.base]
+        for k, unit in enumerate(units):
+            if k != w and any(isinstance(v, View) and v.base is source for v in unit.inputs.values()) \
+                    and w not in _upstream(k, needs):
+                needs[w].add(k)
     waiting_on_me = {k: [] for k in range(len(units))}
     for k, deps in needs.items():
         for d in deps:
@@ -211,6 +225,17 @@ def _in_dependency_order(units, position):
                 heapq.heappush(ready, (position[units[j].nodes[0]], j))
     assert len(order) == len(units), "the kernels depend on each other in a cycle (a fusion bug)"
     return order
+
+
+def _upstream(k, needs):
+    """The kernels k depends on, directly or not."""
+    seen, stack = set(), [k]
+    while stack:
+        for d in needs[stack.pop()]:
+            if d not in seen:
+                seen.add(d)
+                stack.append(d)
+    return seen
 
 
 def _as_view(node, views, literals):

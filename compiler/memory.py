@@ -149,6 +149,23 @@ class BufferRow:
 
 
 @dataclass
+class StateUpdate:
+    """A value the step carries to its next call (a parameter, an optimizer's moment): the
+    kernel at `step` writes its new value over the old one when `in_place`, else into a
+    fresh buffer that becomes the state (`why` says what prevented writing over it)."""
+
+    name: str                   # the new value
+    state: str                  # the input it replaces
+    type: str
+    bytes: int
+    step: int | None            # the kernel writing it (None: no kernel, a literal or an input)
+    in_place: bool
+    why: str = ""
+    node: object = field(default=None, compare=False, repr=False)
+    source: object = field(default=None, compare=False, repr=False)
+
+
+@dataclass
 class MemoryPlan:
     rows: list                           # BufferRow per planned buffer, in the order they are written
     arena_bytes: int
@@ -160,6 +177,7 @@ class MemoryPlan:
     persistent: list = field(default_factory=list)   # (name, type, bytes) outside the arena
     results: list = field(default_factory=list)      # (name, type, bytes): output buffers, outside it too
     order: str = "largest first"                     # the greedy placement's order that won (ORDERS)
+    updates: list = field(default_factory=list)      # StateUpdate per carried value (compile(carry=...))
 
     @property
     def offsets(self):
@@ -169,7 +187,13 @@ class MemoryPlan:
     @property
     def in_place(self):
         """The nodes written over one of their kernel's inputs (their memory is not fresh)."""
-        return {row.node for row in self.rows if row.reused_from is not None and row.node is not None}
+        return ({row.node for row in self.rows if row.reused_from is not None and row.node is not None}
+                | set(self.written_over))
+
+    @property
+    def written_over(self):
+        """node -> the carried input (a parameter, an optimizer state) whose buffer it is written over."""
+        return {u.node: u.source for u in self.updates if u.in_place}
 
     def row(self, name):
         return next(r for r in self.rows if r.name == name)
@@ -191,6 +215,17 @@ class MemoryPlan:
                                    f"{len(self.results)} result buffers, {total} bytes "
                                    f"({', '.join(n for n, _, _ in self.results)})",
                                    96, initial_indent="# ", subsequent_indent="#   ")
+        if self.updates:
+            done = [u for u in self.updates if u.in_place]
+            lines += textwrap.wrap(
+                f"the persistent part, kept on the device between calls: {len(self.updates)} carried values "
+                f"({sum(u.bytes for u in self.updates)} bytes); {len(done)} written in place over their old "
+                f"value ({', '.join(f'{u.name} over {u.state} at step {u.step}' for u in done) or 'none'})",
+                96, initial_indent="# ", subsequent_indent="#   ")
+            for u in self.updates:
+                if not u.in_place:
+                    lines += textwrap.wrap(f"{u.name}: a fresh buffer becomes the new {u.state} ({u.why})", 96,
+                                           initial_indent="#   ", subsequent_indent="#     ")
         lines.append("")
         header = ("buffer", "type", "bytes", "first", "last", "offset", "reused-from")
         table = [header] + [(r.name, r.type, str(r.bytes), str(r.first), str(r.last), str(r.offset),
@@ -216,14 +251,14 @@ class MemoryPlan:
         return "\n".join(lines) + "\n"
 
 
-def _finish(rows, groups, alignment, steps, persistent=(), results=()):
+def _finish(rows, groups, alignment, steps, persistent=(), results=(), updates=()):
     """Place `groups` (intervals, one per allocation) and fill in the rows' offsets."""
     placed, order = place(groups, alignment)
     offsets = dict(zip((g.name for g in groups), placed))
     ends = [offsets[g.name] + align_up(g.size, alignment) for g in groups if g.size]
     lower, peak_step = peak(groups)
     return offsets, MemoryPlan(rows, max(ends, default=0), lower, sum(align_up(r.bytes, alignment) for r in rows),
-                               alignment, steps, peak_step, list(persistent), list(results), order)
+                               alignment, steps, peak_step, list(persistent), list(results), order, list(updates))
 
 
 def plan_intervals(intervals, alignment=64):
@@ -247,8 +282,10 @@ def _identity_read(view, out):
             and view.base.numel == out.numel)
 
 
-def plan_memory(schedule, alignment=64, names=None):
-    """The memory plan of a lowered Schedule: liveness, in-place reuse, arena offsets."""
+def plan_memory(schedule, alignment=64, names=None, carried=()):
+    """The memory plan of a lowered Schedule: liveness, in-place reuse, arena offsets.
+    `carried`: (input node, output node) pairs whose output feeds that input at the next
+    call (compile(carry=...)): written over the input where safe (see `_state_update`)."""
     from .lower import View
     from .printer import value_names
 
@@ -267,7 +304,10 @@ def plan_memory(schedule, alignment=64, names=None):
         where = schedule.location(node)
         if isinstance(where, View) and where.base in written and where.base not in results:
             results.append(where.base)
-    protected = set(results)
+    updates = [_state_update(schedule, source, new, written, last_read, names) for source, new in carried]
+    over = {u.node for u in updates if u.in_place}
+    results = [node for node in results if node not in over]      # they live in the persistent part
+    protected = set(results) | over
     last = {node: max(step, last_read.get(node, step)) for node, step in written.items()}
 
     # in place: an output takes over an input buffer of its own pointwise kernel
@@ -307,10 +347,63 @@ def plan_memory(schedule, alignment=64, names=None):
     persistent = [(names[n], n.type_str, _nbytes(n)) for n in schedule.buffers
                   if n not in written and n not in protected]
     offsets, plan = _finish(rows, groups, alignment, steps, persistent,
-                            [(names[n], n.type_str, _nbytes(n)) for n in results])
+                            [(names[n], n.type_str, _nbytes(n)) for n in results], updates)
     for row in rows:
         row.offset = offsets[names[owner[row.node]]]
     return plan
+
+
+def _state_update(schedule, source, new, written, last_read, names):
+    """Can the kernel that computes `new` write it over `source`, the input it replaces (a
+    parameter and its updated value)? Yes when, like an in-place pointwise kernel above, each
+    lane (each output element of a GEMM's epilogue: the optimizer's update fused into the
+    weight-gradient kernel) reads `source` only at the element it writes, and neither a later
+    kernel, nor another part of the same launch, nor a GEMM's reduction reads `source`: then
+    no one can see the old value overwritten. Else the new value goes to a fresh buffer,
+    which the runtime keeps as the state instead (no copy either way)."""
+    from .fusion import riders, segments
+    from .lower import View
+
+    where = schedule.location(new)
+
+    def update(step, why=""):
+        base = where.base if isinstance(where, View) else new
+        return StateUpdate(names[new], names[source], new.type_str, _nbytes(source), step, not why, why, base, source)
+
+    if not isinstance(where, View) or where.base not in written:
+        return update(None, "no kernel writes it: it is a constant or an input")
+    base, step = where.base, written[where.base]
+    kernel = schedule.kernels[step]
+    if kernel.family in ("pointwise", "horizontal"):
+        lanes = next(p for p in segments(kernel.nodes) if base in p)
+        space = max(n.numel for n in lanes)
+    elif kernel.family in ("matmul", "conv"):             # the epilogue runs at the output's positions
+        riding = riders(kernel.nodes)
+        lanes = [kernel.nodes[0]] + [n for n in kernel.nodes[1:] if n not in riding]
+        space = kernel.nodes[0].numel
+    else:
+        return update(step, f"written by a {kernel.family} kernel: a program there reads whole rows or windows, and "
+                            "that it reads the old value only where it writes the new is not proved")
+    if where.offset or not where.is_contiguous or base.numel != source.numel or base.dtype != source.dtype:
+        return update(step, "it is not laid out like the state")
+    if sum(1 for o in schedule.graph.outputs if getattr(schedule.location(o), "base", None) is base) > 1:
+        return update(step, "the same buffer is another output too")
+    if last_read.get(source, -1) > step:
+        return update(step, f"kernel {last_read[source]} still reads the old value after kernel {step} writes the new")
+    if base not in lanes or base.numel != space:
+        return update(step, "the kernel's lanes do not map one to one onto its elements")
+    for node in kernel.nodes:
+        for i in node.inputs:
+            view = kernel.inputs.get(i)
+            if not (isinstance(view, View) and view.base is source):
+                continue
+            if node not in lanes:
+                return update(step, "another part of the same launch reads the old value")
+            if node is kernel.nodes[0] and kernel.family in ("matmul", "conv"):
+                return update(step, "the GEMM reads the old value across its reduction")
+            if not _identity_read(view, base):
+                return update(step, "a lane reads the old value at an element it does not write")
+    return update(step)
 
 
 def verify(plan):

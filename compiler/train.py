@@ -12,8 +12,10 @@ gradient, the updates of all parameters share one launch (sibling fusion), and t
 plan covers the whole step. The traced program takes every parameter, model state (batch
 norm's running statistics, dropout seeds), optimizer state, the learning rate (an input, so
 a schedule never recompiles) and a batch; it returns the loss, the logits and the new value
-of each parameter and state. The `TrainStep` keeps those values between steps and feeds them
-back in, the way an in-place update would.
+of each parameter and state. Those new values are *carried* (`compile(carry=...)`): they stay
+on the device between steps, and the update kernel writes each new value over the old one
+where the memory plan proves that safe (04_memory.txt lists which); only the batch and the
+learning rate go in, only the loss and the logits come out.
 """
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ def _identifier(name):
 
 class TrainStep:
     """A model, its loss and its optimizer compiled into one training step (see the module
-    docstring). Parameters, model state and optimizer state live here between calls; the
-    model's own arrays are updated too, so `model(x)` sees the trained weights."""
+    docstring). Parameters, model state and optimizer state live on the device between
+    calls; `params`, `states` and `opt_state` copy them out, and the model's own arrays are
+    brought up to date whenever it reads them, so `model(x)` sees the trained weights."""
 
     def __init__(self, model, loss, optimizer, x_spec, y_spec, backend=None, lr=None):
         from ops.tensor import spec as make_spec
@@ -43,13 +46,14 @@ class TrainStep:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.param_names = [n for n, _ in model.parameters()]
         self.state_names = [n for n, _ in model.states()]
-        self.params = [np.array(a) for _, a in model.parameters()]
-        self.states = [np.array(a) for _, a in model.states()]
-        self.opt_state = [np.array(a) for a in optimizer.init(self.params)]
+        params = [np.array(a) for _, a in model.parameters()]
+        states = [np.array(a) for _, a in model.states()]
+        opt_state = [np.array(a) for a in optimizer.init(params)]
         self.opt_names = list(optimizer.state_names(self.param_names))
         self.lr = optimizer.lr if lr is None else lr
         self.steps = 0
-        n_p, n_s, n_o = len(self.params), len(self.states), len(self.opt_state)
+        n_p, n_s, n_o = len(params), len(states), len(opt_state)
+        self._sizes = (n_p, n_s, n_o)
 
         def train_step(*args):
             params, state = list(args[:n_p]), list(args[n_p:n_p + n_s])
@@ -70,24 +74,61 @@ class TrainStep:
         train_step.__signature__ = inspect.Signature(
             [inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY) for n in names])
         train_step.__name__ = "train_step"
-        specs = ([make_spec(a.shape, str(a.dtype)) for a in self.params + self.states + self.opt_state]
-                 + [make_spec((), "float32"), x_spec, y_spec])
-        self.program = compile(train_step, *specs, backend=backend)
+        carried = params + states + opt_state
+        specs = [make_spec(a.shape, str(a.dtype)) for a in carried] + [make_spec((), "float32"), x_spec, y_spec]
+        # input k (a parameter, a state, an optimizer state) is fed by output 2 + k (its new value)
+        self.program = compile(train_step, *specs, backend=backend, carry={k: 2 + k for k in range(len(carried))})
+        self.program.load_state(carried)
+        self._synced = True
+        model.trained_by = self                # reading model.params syncs from the device (Layer)
         self.x_spec, self.y_spec, self.backend = x_spec, y_spec, backend
         self._eval = {}
 
     def __call__(self, x, y, lr=None):
         """One step on a batch: returns (loss, logits); parameters and states are updated."""
         lr = self.lr if lr is None else lr
-        outputs = self.program.run([*self.params, *self.states, *self.opt_state, np.float32(lr),
-                                    np.asarray(x), np.asarray(y)])
-        n_p, n_s = len(self.params), len(self.states)
-        loss, logits, rest = outputs[0], outputs[1], outputs[2:]
-        self.params, self.states, self.opt_state = rest[:n_p], rest[n_p:n_p + n_s], rest[n_p + n_s:]
-        self.model.set_parameters(self.params)
-        self.model.set_states(self.states)
+        loss, logits = self.program.run([np.float32(lr), np.asarray(x), np.asarray(y)])
         self.steps += 1
+        self._synced = False
         return float(loss), logits
+
+    def _carried(self):
+        """(parameters, model states, optimizer states), copied from the device."""
+        carried, (n_p, n_s, _) = self.program.state(), self._sizes
+        return carried[:n_p], carried[n_p:n_p + n_s], carried[n_p + n_s:]
+
+    @property
+    def params(self):
+        """The parameters now (copied from the device)."""
+        return self._carried()[0]
+
+    @property
+    def states(self):
+        """The model's state now (batch norm's running statistics, dropout's seed)."""
+        return self._carried()[1]
+
+    @property
+    def opt_state(self):
+        """The optimizer's state now (moments, step count)."""
+        return self._carried()[2]
+
+    def sync(self):
+        """Copy the parameters and states from the device into the model. Reading the model's
+        parameters (`model(x)`, `model.parameters()`, `summary()`) does it when a step has run
+        since; a layer inside the model, read on its own, sees them after a sync."""
+        if not self._synced:
+            self._synced = True
+            params, states, _ = self._carried()
+            self.model.set_parameters(params)
+            self.model.set_states(states)
+        return self.model
+
+    def restore(self, params, states):
+        """Put these parameters and model states back on the device (the optimizer's state
+        stays): fit goes back to the best epoch's weights with it."""
+        self.program.load_state([*params, *states, *self.opt_state])
+        self._synced = False
+        self.sync()
 
     def evaluate(self, x):
         """The model's logits in eval mode (batch norm's running statistics, no dropout): a
@@ -98,8 +139,10 @@ class TrainStep:
 
         x = np.asarray(x)
         program = self._eval.get(x.shape)
+        model = self.sync()
+        params, states = [a for _, a in model.parameters()], [a for _, a in model.states()]
         if program is None:
-            model, n_p = self.model, len(self.params)
+            n_p = len(params)
 
             def predict(*args):
                 logits, _ = model.apply(list(args[:n_p]), list(args[n_p:-1]), args[-1], training=False)
@@ -108,10 +151,10 @@ class TrainStep:
             names = [_identifier(n) for n in self.param_names + self.state_names] + ["x"]
             predict.__signature__ = inspect.Signature(
                 [inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY) for n in names])
-            specs = [make_spec(a.shape, str(a.dtype)) for a in self.params + self.states] + \
+            specs = [make_spec(a.shape, str(a.dtype)) for a in params + states] + \
                 [make_spec(x.shape, self.x_spec.dtype)]
             program = self._eval[x.shape] = compile(predict, *specs, backend=self.backend)
-        return program.run([*self.params, *self.states, x])[0]
+        return program.run([*params, *states, x])[0]
 
 
 def compile_train_step(model, loss, optimizer, x_spec, y_spec, backend=None, lr=None):

@@ -206,6 +206,9 @@ class Layer:
             raise ChainruleError(f"{self.name} ({type(self).__name__}) has no parameters yet: call "
                                  "layer.build(in_shape, rng), or model.init() on its Sequential",
                                  source=ir.capture_source())
+        trained_by = getattr(self, "trained_by", None)
+        if trained_by is not None:          # a compiled train step holds newer values on the device
+            trained_by.sync()
 
     # -- shapes and building ------------------------------------------------------------------
     def output_shape(self, in_shape):

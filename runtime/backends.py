@@ -21,12 +21,13 @@ def resolve(backend):
     return backend
 
 
-def executor_for(graph, backend):
+def executor_for(graph, backend, carry=()):
+    """carry: (input index, output index) pairs the executor keeps between calls."""
     backend = resolve(backend)
     if backend == "reference":
         from .reference import ReferenceExecutor
 
-        return ReferenceExecutor(graph)
+        return ReferenceExecutor(graph, carry)
     from .triton_executor import TritonExecutor, make_target
 
-    return TritonExecutor(graph, make_target(backend))
+    return TritonExecutor(graph, make_target(backend), carry=carry)

@@ -88,16 +88,14 @@ def fit(model, data, epochs=10, batch_size=32, optimizer="adam", lr=None, loss=N
         log(f"epoch {epoch:3d}/{epochs}  loss {history['loss'][-1]:.4f}  val_loss {val_loss:.4f}{accuracy}  "
             f"({time.perf_counter() - start:.1f} s)")
         if val_loss < best[0]:
-            best = (val_loss, [p.copy() for p in step.params], [s.copy() for s in step.states], epoch)
+            best = (val_loss, step.params, step.states, epoch)
             if out:
                 _save_checkpoint(out, step, epoch, val_loss)
         if stopper and stopper.step(val_loss, epoch):
             log(f"early stopping: val_loss has not improved for {patience} epochs (best: epoch {stopper.best_epoch})")
             break
     if best[1] is not None:                      # back to the best epoch's weights
-        step.params, step.states = best[1], best[2]
-        model.set_parameters(step.params)
-        model.set_states(step.states)
+        step.restore(best[1], best[2])
     test_loss, test_acc = evaluate(step, *data["test"], loss, reconstruct)
     return {"history": history, "test_loss": test_loss, "test_accuracy": test_acc, "best_epoch": best[3],
             "seconds": time.perf_counter() - start, "step": step}

@@ -7,6 +7,12 @@ never copied: the next kernel reads it through its strides. Kernel outputs are v
 one arena per program (a uint8 tensor), at the offsets of the memory plan (compiler/memory.py),
 except the buffers of the graph's outputs: every call allocates those fresh, the kernels
 write them directly, and they are handed to the caller.
+
+A program compiled with `carry` (a training step: parameters, model and optimizer state in,
+their new values out) keeps those values on the device between calls, the *persistent part*:
+the caller passes only the other inputs (a batch, the learning rate), and each carried
+output is written over the input it replaces where the memory plan proves that safe, else
+its fresh buffer simply becomes the state. Nothing crosses to the host until `state()`.
 """
 from __future__ import annotations
 
@@ -49,14 +55,15 @@ def make_target(backend):
 class TritonExecutor:
     name = "triton"
 
-    def __init__(self, graph, target, poison=False, fuse=True):
+    def __init__(self, graph, target, poison=False, fuse=True, carry=()):
         import torch
 
         self.graph = graph
         self.target = target
         self.poison = poison
         self.fusion = fusion.fuse(graph) if fuse else None
-        self.schedule = lower(graph, self.fusion)
+        self.carry = [(graph.inputs[i], graph.outputs[j]) for i, j in carry]
+        self.schedule = lower(graph, self.fusion, self.carry)
         self.names = kernel_names(value_names(graph))
         self.sources = [generate(k, self.names, target) for k in self.schedule.kernels]
         self.modules = [kernel_cache.load(text, target.interpret) for text in self.sources]
@@ -64,22 +71,42 @@ class TritonExecutor:
         self.constants = {node: torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
                           for node, array in self.schedule.constants.items()}
         # every kernel output lives in one arena, at the offset the memory plan gives it
-        self.plan = plan_memory(self.schedule, alignment=256 if target.device == "cuda" else 64)
+        self.plan = plan_memory(self.schedule, alignment=256 if target.device == "cuda" else 64, carried=self.carry)
         verify(self.plan)
         self.offsets = self.plan.offsets
         self.in_place = self.plan.in_place
+        self.written_over = self.plan.written_over
         self.results = {r.base for o in graph.outputs if isinstance(r := self.schedule.location(o), View)}
+        self.free_inputs = [n for n in graph.inputs if n not in {s for s, _ in self.carry}]
+        self.free_outputs = [o for o in graph.outputs if o not in {new for _, new in self.carry}]
+        self.handed_out = {w.base for o in self.free_outputs if isinstance(w := self.schedule.location(o), View)}
+        self.carried = {}                    # input node -> its tensor on the device (the persistent part)
         self.arena = None
 
+    def load_state(self, arrays):
+        """Put the carried values (in `carry` order) on the device, once."""
+        import torch
+
+        self.carried = {source: torch.from_numpy(np.array(array, dtype=source.dtype)).to(self.device)
+                        for (source, _), array in zip(self.carry, arrays)}
+
+    def state(self):
+        """The carried values now, copied to NumPy (in `carry` order)."""
+        return [self.carried[source].cpu().numpy().copy() for source, _ in self.carry]
+
     def __call__(self, args, observe=None):
-        """observe(kernel, {node: its output tensor}) is called after each launch, before later
-        kernels reuse the arena (compiler/inspect.py copies every value there)."""
+        """args: one array per input that is not carried. observe(kernel, {node: its output
+        tensor}) is called after each launch, before later kernels reuse the arena
+        (compiler/inspect.py copies every value there)."""
         import torch
 
         if self.arena is None:          # one arena per program, reused by every call
             self.arena = torch.empty(self.plan.arena_bytes, dtype=torch.uint8, device=self.device)
+        if self.carry and not self.carried:
+            raise RuntimeError("this program carries state: call load_state(arrays) before running it")
         env = dict(self.constants)
-        for node, array in zip(self.graph.inputs, args):
+        env.update(self.carried)
+        for node, array in zip(self.free_inputs, args):
             env[node] = torch.from_numpy(np.ascontiguousarray(array, dtype=node.dtype)).to(self.device)
         with np.errstate(all="ignore"):         # the interpreter computes with NumPy: log(0) is -inf, quietly
             for kernel, module in zip(self.schedule.kernels, self.modules):
@@ -90,21 +117,35 @@ class TritonExecutor:
                 env.update(zip(kernel.outputs, outputs))
                 if observe is not None:
                     observe(kernel, dict(zip(kernel.outputs, outputs)))
-        results = []
-        for node in self.graph.outputs:
-            where = self.schedule.location(node)
-            if isinstance(where, Literal):
-                results.append(np.full(node.shape, where.value, dtype=node.dtype))
+        for source, new in self.carry:       # the new state: written in place, or its fresh buffer
+            where = self.schedule.location(new)
+            if isinstance(where, View) and where.base in self.written_over:
                 continue
-            base = env[where.base]     # as_strided's offset counts from the start of the storage
-            value = torch.as_strided(base, where.shape, where.strides, base.storage_offset() + where.offset)
-            fresh = where.base in self.results          # else a view of an input or constant: copied
+            value = self._value(new, env)     # a result buffer no one else is handed is taken as it is
+            taken = isinstance(where, View) and where.base in self.results and where.base not in self.handed_out
+            self.carried[source] = value.contiguous() if taken else value.clone()
+        results = []
+        for node in self.free_outputs:
+            value, where = self._value(node, env), self.schedule.location(node)
+            fresh = isinstance(where, View) and where.base in self.results   # else a view of an input: copied
             results.append(value.cpu().numpy() if fresh else value.cpu().numpy().copy())
         return results
+
+    def _value(self, node, env):
+        """An output's value as a tensor on the device: a view of its buffer, or a literal filled in."""
+        import torch
+
+        where = self.schedule.location(node)
+        if isinstance(where, Literal):
+            return torch.full(node.shape, where.value, dtype=torch_dtype(node.dtype), device=self.device)
+        base = env[where.base]         # as_strided's offset counts from the start of the storage
+        return torch.as_strided(base, where.shape, where.strides, base.storage_offset() + where.offset)
 
     def _allocate(self, node):
         import torch
 
+        if node in self.written_over:   # a carried value's new value, written over its old one
+            return self.carried[self.written_over[node]]
         if node in self.offsets:
             start = self.offsets[node]
             out = self.arena[start:start + node.numel * itemsize(node.dtype)].view(torch_dtype(node.dtype))
