@@ -110,10 +110,7 @@ def get(name):
     if name in ZOO:
         return ZOO[name]
     if ":" in name:
-        model = _from_file(name, "a runtime.zoo.Model")
-        if not isinstance(model, Model):
-            raise ArgumentError(f"{name}() must return a runtime.zoo.Model, got {type(model).__name__}")
-        return model
+        return _from_file(name, "a runtime.zoo.Model", Model)
     raise ArgumentError(f"unknown model {name!r}: choose one of {', '.join(ZOO)} or give path/to/file.py:function")
 
 
@@ -152,11 +149,13 @@ def network(name):
     if name in found:
         return found[name]()
     if ":" in name:
-        return _from_file(name, "an ops.layers model (e.g. a Sequential)")
+        from ops.layers import Layer
+
+        return _from_file(name, "an ops.layers model (e.g. a Sequential)", Layer)
     raise ArgumentError(f"unknown model {name!r}: choose one of {', '.join(found)} or give path/to/file.py:function")
 
 
-def _from_file(name, what):
+def _from_file(name, what, expect):
     path, function = name.rsplit(":", 1)
     if not os.path.isfile(path):
         raise ArgumentError(f"model file {path!r} does not exist")
@@ -166,6 +165,6 @@ def _from_file(name, what):
     if not hasattr(module, function):
         raise ArgumentError(f"{path} has no function {function!r}")
     model = getattr(module, function)()
-    if model is None:
-        raise ArgumentError(f"{name}() returned None; it must return {what}")
+    if not isinstance(model, expect):
+        raise ArgumentError(f"{name}() returned {model!r}; it must return {what}")
     return model

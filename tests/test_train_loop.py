@@ -103,3 +103,27 @@ def test_data_of_another_shape_than_the_model_is_a_clear_error():
     with pytest.raises(ChainruleError, match=r"built for inputs of shape \(None, 2\).*train set's x has shape "
                                              r"\(\d+, 3\)"):
         fit(small_mlp(), split(x, y, seed=0), epochs=1, backend="reference", log=lambda line: None, progress=False)
+
+
+def test_a_model_from_a_file_trains_through_the_command(tmp_path):
+    path = tmp_path / "my_model.py"
+    path.write_text("from ops import layers as L\n\n\ndef tiny():\n"
+                    "    return L.Sequential(L.Flatten(), L.Dense(64, 10), input_shape=(1, 8, 8))\n\n\n"
+                    "def nothing():\n    return 3\n")
+    result = subprocess.run([sys.executable, "-m", "runtime.cli", "train", f"{path}:tiny", "--epochs", "2",
+                             "--backend", "reference"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "dense (Dense)" in result.stdout and float(result.stdout.split("test accuracy: ")[1]) > 0.5
+    result = subprocess.run([sys.executable, "-m", "runtime.cli", "train", f"{path}:nothing", "--epochs", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "nothing() returned 3" in result.stderr and "ops.layers" in result.stderr
+
+
+def test_the_autoencoder_trains_and_reports_its_reconstruction_error():
+    from runtime.train import train_command
+
+    lines = []
+    result = train_command("autoencoder", 2, 64, None, "adam", "reference", 0, None, log=lines.append)
+    assert lines[-1].startswith("test reconstruction error (mse): ")
+    history = result["history"]["loss"]
+    assert history[1] < history[0] and result["test_accuracy"] is None

@@ -84,3 +84,21 @@ def test_evaluate_uses_running_statistics_and_the_trained_weights(rng):
     logits = step.evaluate(x[:4])
     assert logits.shape == (4, 5)
     assert np.abs(logits - model(x[:4], training=False)).max() < 1e-5
+
+
+def test_parameters_and_optimizer_state_stay_on_the_device_updated_in_place(rng):
+    model = L.Sequential(L.Conv2d(1, 4, 3, padding=1), L.ReLU(), L.MaxPool2d(2), L.Flatten(), L.Dense(64, 10),
+                         input_shape=(1, 8, 8)).init(0)
+    step = C.compile_train_step(model, O.cross_entropy, O.optim.Adam(1e-2), O.spec((8, 1, 8, 8)),
+                                O.spec((8,), "int64"), backend="interpret")
+    updates = step.program.memory.updates
+    assert len(updates) == 3 * 4 + 1                 # 4 parameters, 2 moments each, Adam's step count
+    assert all(u.in_place for u in updates), [(u.name, u.why) for u in updates if not u.in_place]
+    buffers = {id(t) for t in step.program.executor.carried.values()}
+    before = [a.copy() for _, a in model.parameters()]
+    for _ in range(2):
+        step(rng.uniform(0.1, 1.0, (8, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 8))
+    assert {id(t) for t in step.program.executor.carried.values()} == buffers   # the same memory, written over
+    after = [a for _, a in model.parameters()]        # reading the model brings the new values from the device
+    assert all(not np.allclose(a, b) for a, b in zip(after, before))
+    assert all(np.array_equal(a, b) for a, b in zip(after, step.params))
