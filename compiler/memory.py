@@ -219,7 +219,8 @@ class MemoryPlan:
             done = [u for u in self.updates if u.in_place]
             lines += textwrap.wrap(
                 f"the persistent part, kept on the device between calls: {len(self.updates)} carried values "
-                f"({sum(u.bytes for u in self.updates)} bytes); {len(done)} written in place over their old "
+                f"({sum(u.bytes for u in self.updates)} bytes: {', '.join(u.state for u in self.updates)}); "
+                f"{len(done)} written in place over their old "
                 f"value ({', '.join(f'{u.name} over {u.state} at step {u.step}' for u in done) or 'none'})",
                 96, initial_indent="# ", subsequent_indent="#   ")
             for u in self.updates:
@@ -344,8 +345,9 @@ def plan_memory(schedule, alignment=64, names=None, carried=()):
     groups = [Interval(names[root], _nbytes(root), first, end) for root, (first, end) in span.items()]
     rows = [BufferRow(names[n], _nbytes(n), written[n], last[n], 0,
                       names[reused_from[n]] if n in reused_from else None, n.type_str, n) for n in written]
+    states = {source for source, _ in carried}
     persistent = [(names[n], n.type_str, _nbytes(n)) for n in schedule.buffers
-                  if n not in written and n not in protected]
+                  if n not in written and n not in protected and n not in states]
     offsets, plan = _finish(rows, groups, alignment, steps, persistent,
                             [(names[n], n.type_str, _nbytes(n)) for n in results], updates)
     for row in rows:
