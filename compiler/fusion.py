@@ -129,14 +129,23 @@ def rides_along(reduction, gemm):
     x, dims = reduction.inputs[0], tuple(reduction.attrs["dims"])
     kept = [n for n in reduction.shape if n != 1]
     if gemm.op == "matmul" and len(gemm.shape) == 2 and gemm.inputs[0] is not gemm.inputs[1]:
-        a, b = gemm.inputs
-        if x is a and dims == (1,) and kept == [n for n in a.shape[:1] if n != 1]:
+        a, b = gemm.inputs          # A is (M, K), B is (K, N): either may be a transposed view of x
+        if _sums_over_k(x, dims, a, 1) and kept == [n for n in a.shape[:1] if n != 1]:
             return 0
-        if x is b and dims == (0,) and kept == [n for n in b.shape[1:] if n != 1]:
+        if _sums_over_k(x, dims, b, 0) and kept == [n for n in b.shape[1:] if n != 1]:
             return 1
     if gemm.op == "conv2d_grad_weight" and x is gemm.inputs[1] and dims == (0, 2, 3) and gemm.inputs[0] is not x:
         return 0                       # g is A: rows are the output channels, k runs over (n, out_h, out_w)
     return None
+
+
+def _sums_over_k(x, dims, operand, k):
+    """Is Σ over `dims` of x the operand's sum over its K axis `k`? Directly, or through the
+    transpose the operand is of x (the weight gradient dyᵀ @ x of a Linear layer)."""
+    if x is operand:
+        return dims == (k,)
+    transposed = operand.op == "permute" and operand.attrs["dims"] == (1, 0) and operand.inputs[0] is x
+    return transposed and dims == (1 - k,)
 
 
 def riders(group):
@@ -192,7 +201,9 @@ def fuse(graph, max_group=48):
     # a sum of a GEMM operand over the GEMM's K dims (the bias gradient beside the weight
     # gradient) rides along the GEMM's K loop; one such sum per operand
     for node in computing:
-        for gemm in users[node.inputs[0]] if node.op == "reduce_sum" else ():
+        x = node.inputs[0] if node.op == "reduce_sum" else None
+        readers = [] if x is None else users[x] + [u for t in users[x] if t.op == "permute" for u in users[t]]
+        for gemm in readers:            # x, or its transpose (a Linear weight's gradient dyᵀ @ x)
             group = groups[group_of[gemm]]
             operand = rides_along(node, gemm) if _takes_epilogue(gemm) else None
             if operand is None or operand in riders(group).values() or len(groups[group_of[node]]) > 1:

@@ -11,6 +11,7 @@ import numpy as np
 from ops import primitives as P
 from ops.primitive import REGISTRY, constant
 
+from . import ir
 from .graphs import copy_node, like, rebuild
 
 
@@ -93,9 +94,14 @@ def _same_type(t, node):
 
 
 def algebraic(graph, drop_detach=True):
-    """x+0, x-0, x*1, 1*x, x/1, x**1, --x, identity reshapes/permutes/casts/expands, and
-    permute∘permute, reshape∘reshape. Each rule applies only when the result keeps the
-    node's shape and dtype (x*1 with broadcasting is not x)."""
+    """x+0, x-0, x*1, 1*x, x/1, x**1, --x, identity reshapes/permutes/casts/expands,
+    permute∘permute, reshape∘reshape, and (a @ b)ᵀ = bᵀ @ aᵀ when the product has no other
+    reader: the gradient of a Linear weight (out, in) then comes out of its GEMM in the
+    weight's own layout, so the optimizer's update can be that GEMM's epilogue instead of
+    a kernel after a transpose. Each rule applies only when the result keeps the node's
+    shape and dtype (x*1 with broadcasting is not x)."""
+    users = graph.users()
+
     def rewrite(node, inputs):
         op, a = node.op, node.attrs
         x = inputs[0] if inputs else None
@@ -123,6 +129,12 @@ def algebraic(graph, drop_detach=True):
                 dims = tuple(inner[d] for d in a["dims"])
                 source = _tensor_of(x.node.inputs[0])
                 return source if dims == tuple(range(len(dims))) else P.permute(source, dims=dims)
+            elif op == "permute" and x.node.op == "matmul" and _swaps_last_two(a["dims"]) \
+                    and len(users[node.inputs[0]]) == 1:
+                left, right = (_tensor_of(i) for i in x.node.inputs)
+                product = node.inputs[0]         # the new nodes are the product's: its line, scope and role
+                with ir.node_context(source=product.source, scope=product.scope, role=product.role):
+                    return P.matmul(P.permute(right, dims=a["dims"]), P.permute(left, dims=a["dims"]))
         elif op == "detach" and drop_detach:
             candidate = x
         elif op == "where" and inputs[1].node is inputs[2].node:
@@ -132,6 +144,11 @@ def algebraic(graph, drop_detach=True):
         return None
 
     return rebuild(graph, rewrite)
+
+
+def _swaps_last_two(dims):
+    n = len(dims)
+    return n >= 2 and tuple(dims) == (*range(n - 2), n - 1, n - 2)
 
 
 def _tensor_of(node):

@@ -239,6 +239,8 @@ def test_the_bias_gradients_of_linear_and_conv2d_ride_along_the_weight_gradients
     executor = TritonExecutor(graph, Target(), poison=True)
     labels = sorted(k.label for k in rider_kernels(executor))
     assert labels == ["conv2d_grad_weight_bias_grad", "matmul_bias_grad"]
+    (linear,) = [k for k in rider_kernels(executor) if k.family == "matmul"]
+    assert linear.nodes[0].inputs[0].op == "permute"      # dyᵀ @ h: the sum of dy rides along as A's rows
     for got, want in zip(executor(args), run_graph(graph, args)):
         assert rel_error(got, want) < 1e-10          # float64: the same sums, in another order
 

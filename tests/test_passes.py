@@ -223,6 +223,29 @@ def test_composed_layout_rules(rng):
     same_results(g, s, [nonzero(rng, (2, 3, 4))])
 
 
+def test_a_transposed_product_becomes_the_product_of_the_transposes(rng):
+    """(a @ b)ᵀ = bᵀ @ aᵀ: a Linear weight's gradient comes out of its GEMM in the weight's
+    layout, where the optimizer's update can be the GEMM's epilogue; not when the product
+    has another reader (that would compute it twice)."""
+    def grad_like(a, b):
+        return P.permute(a @ b, dims=(1, 0))
+
+    def shared(a, b):
+        p = a @ b
+        return P.permute(p, dims=(1, 0)) * 2.0, O.sum(p)
+
+    a, b = nonzero(rng, (5, 3)), nonzero(rng, (3, 4))
+    g = C.trace(grad_like, a, b)
+    s = C.dce(C.algebraic(g))
+    (product,) = [n for n in s.nodes if n.op == "matmul"]
+    assert s.outputs[0] is product and [i.op for i in product.inputs] == ["permute", "permute"]
+    assert product.inputs[0].inputs[0] is s.inputs[1] and product.scope == next(
+        n for n in g.nodes if n.op == "matmul").scope
+    same_results(g, s, [a, b])
+    g = C.trace(shared, a, b)
+    assert count(C.simplify(g), "matmul") == 1 and C.simplify(g).outputs[0].inputs[0].op == "permute"
+
+
 NOT_IDENTITIES = {
     # x * ones / x + zeros that broadcast x to a bigger shape are not x
     "x * ones, bigger": (lambda x: x * np.ones((3, 4)), "mul", (3, 1), "float64"),
