@@ -6,8 +6,12 @@ every mask (padding, windows that skip input pixels, taps that land between outp
 executor runs with poisoned (NaN) outputs, so an element a kernel forgets shows up.
 O.conv2d's value and its gradients (input, weight, bias) go through value_and_grad.
 """
+import re
+
 import numpy as np
 import pytest
+import torch
+import triton
 
 import compiler as C
 import ops as O
@@ -33,7 +37,7 @@ CASES = [
     (2, 3, 5, 6, 3, 2, 3, (2, 3), (1, 2), (2, 1)),      # stride, padding and dilation all at once
     (2, 2, 1, 4, 3, 1, 3, (3, 1), (1, 1), (1, 1)),      # one-row image: the only output row is padding
     (1, 2, 1, 6, 3, 1, 3, (2, 2), (0, 1), (1, 1)),      # one-row image, one output row, taps on a stride
-    (2, 16, 10, 10, 5, 3, 3, (1, 1), (1, 1), (1, 1)),   # several row tiles and reduction steps
+    (2, 16, 10, 10, 5, 3, 3, (1, 1), (1, 1), (1, 1)),   # 16 channels: a reduction of 144, not a power of 2
 ]
 
 
@@ -88,6 +92,46 @@ def test_zero_windows_are_exact(rng):
     _, dx, _ = _run_poisoned(_all_three(in_shape, w_shape, attrs), [x, w, g])
     assert (dx[:, :, 2::3] == 0).all() and (dx[:, :, :, 2::3] == 0).all()   # the gaps between windows
     assert (dx[:, :, ::3, ::3] != 0).all()
+
+
+@pytest.mark.parametrize("blocks", [(16, 16, 16), (32, 16, 64)])
+def test_small_blocks_walk_tiles_and_k(rng, blocks):
+    """Blocks smaller than the GEMMs: several tiles each way and several steps along the
+    reduction in each of the three kernels (the interpreter's own tiles take most convs in
+    one program)."""
+    in_shape, w_shape, out_shape, attrs = _shapes((2, 18, 9, 10, 20, 3, 3, (2, 1), (1, 1), (1, 1)))
+    x, w, g = (nonzero(rng, s, dtype=np.float32) for s in (in_shape, w_shape, out_shape))
+    f = _all_three(in_shape, w_shape, attrs)
+    want = C.jit(f, backend="reference")(x, w, g)
+    executor = TritonExecutor(C.trace(f, x, w, g), Target())
+    tensors = dict(zip(executor.graph.inputs, (torch.from_numpy(a) for a in (x, w, g))))
+    block_m, block_n, block_k = blocks
+    for kernel, module in zip(executor.schedule.kernels, executor.modules):
+        (node,) = kernel.outputs
+        out = torch.full(node.shape, float("nan"))
+        module.launch(*(tensors[view.base] for view in kernel.inputs.values()), out,
+                      BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+        assert not torch.isnan(out).any(), node.op
+        assert rel_error(out.numpy(), want[executor.graph.outputs.index(node)]) < TOL, node.op
+
+
+def test_interpreter_runs_a_conv_as_one_program_with_int64_lanes():
+    """Under the interpreter the programs of a launch run one after the other: the zoo
+    ResNet's 16 -> 16 channel conv (a [4096 x 144] @ [144 x 16] GEMM) and both its gradients
+    are one program each. Its index arithmetic is int64 (the interpreter checks every int32
+    + and * for overflow, at the price of several NumPy passes); a GPU keeps int32."""
+    in_shape, w_shape, out_shape, attrs = _shapes((64, 16, 8, 8, 16, 3, 3, (1, 1), (1, 1), (1, 1)))
+    graph = C.trace(_all_three(in_shape, w_shape, attrs), O.spec(in_shape), O.spec(w_shape), O.spec(out_shape))
+    names = value_names(graph)
+    for kernel in lower(graph).kernels:
+        cpu = conv_codegen.generate(kernel, names, Target())
+        launch = cpu.split("def launch")[1]
+        blocks = {name: int(size) for name, size in re.findall(r"(BLOCK_[MNK])=(\d+)", launch.split("\n")[0])}
+        grid = re.search(r"grid = (.*)", launch).group(1)
+        assert eval(grid, {"triton": triton, **blocks}) == (1, 1), kernel.name
+        assert "tl.arange(0, BLOCK_K).to(tl.int64)" in cpu
+        gpu = conv_codegen.generate(kernel, names, Target(device="cuda", interpret=False))
+        assert "int64" not in gpu and "tl.arange(0, BLOCK_K)" in gpu
 
 
 #        N  C  H  W  O  KH KW stride padding  dilation

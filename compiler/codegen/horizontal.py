@@ -38,7 +38,7 @@ def generate(kernel, names, target):
     body, sizes, branches = ["    pid = tl.program_id(0)"], [], []
     for k, part in enumerate(parts):
         start = "pid" if k == 0 else f"(pid - end_{k - 1})"
-        n, lines = segment(part, names, src, start)
+        n, lines = segment(part, names, src, start, target)
         sizes.append(n)
         last = k == len(parts) - 1
         if not last:            # where this part's programs end (the last part takes the rest)

@@ -85,9 +85,12 @@ def generate(kernel, names, target):
              "    tile = tl.program_id(0)"]
     if batched:
         body.append("    batch = tl.program_id(1)")
+    rows = f"rows = (tile // tiles_across) * BLOCK_M + {target.arange('BLOCK_M')}[:, None]"
+    cols = f"cols = (tile % tiles_across) * BLOCK_N + {target.arange('BLOCK_N')}[None, :]"
+    width = max(len(rows), len(cols))
     body += [f"    tiles_across = tl.cdiv({N}, BLOCK_N)   # tiles are numbered row by row",
-             "    rows = (tile // tiles_across) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]   # the tile's m: a column",
-             "    cols = (tile % tiles_across) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]    # the tile's n: a row",
+             f"    {rows:<{width}}   # the tile's m: a column",
+             f"    {cols:<{width}}   # the tile's n: a row",
              f"    row_mask = rows < {M}",
              f"    col_mask = cols < {N}"]
     body += [f"    {line:<44}  # index along batch dim {d}" for d, line in batch_lines]
@@ -95,7 +98,7 @@ def generate(kernel, names, target):
     body += [line for rider, *_ in riders for line in rider.start()]
     body += [
              f"    for k_start in range(0, {K}, BLOCK_K):",
-             "        ks = k_start + tl.arange(0, BLOCK_K)",
+             f"        ks = k_start + {target.arange('BLOCK_K')}",
              f"        k_mask = ks < {K}",
              f"        # {an}[rows, ks]: BLOCK_M x BLOCK_K, and {bn}[ks, cols]: BLOCK_K x BLOCK_N (zeros past the edges)",
              f"        {a_tile} = tl.load({a_ptrs}, mask=row_mask & k_mask[None, :], other=0.0)" + _cast(a, node),

@@ -53,7 +53,7 @@ def generate(kernel, names, target):
     computed = [n for n in kernel.nodes if n.op != "expand"]
     src = KernelSource(kernel, names, family_note="pointwise" if len(computed) == 1 else
                        f"{len(computed)} pointwise nodes fused: the intermediates stay in registers")
-    n, lines = segment(kernel, names, src, "tl.program_id(0)")
+    n, lines = segment(kernel, names, src, "tl.program_id(0)", target)
     ins, outs = src.pointer_args()
     params = ", ".join([f"{p}_ptr" for p in ins + outs] + ["BLOCK: tl.constexpr"])
     src.body = ["@triton.jit", f"def {kernel.name}({params}):",
@@ -72,8 +72,8 @@ def iteration_shape(kernel):
     return root.inputs[0].shape if root.op == "reshape" else kernel.outputs[0].shape
 
 
-def segment(kernel, names, src, program):
-    """(elements, the body's lines) of a pointwise kernel whose program number
+def segment(kernel, names, src, program, target):
+    """(elements, the body's lines) of a pointwise kernel for `target` whose program number
     is `program`: the lanes' offsets, the loads, one line per node, the stores. The body of a
     pointwise kernel, or one branch of a horizontal one (codegen/horizontal.py)."""
     # A reshape copies its input in row-major order: iterate over the input's shape, store flat.
@@ -91,7 +91,7 @@ def segment(kernel, names, src, program):
             needed |= dims_needed(view)
     index_lines, index = digits(shape, "offs", only=needed)
 
-    body = [f"    offs = {program} * BLOCK + tl.arange(0, BLOCK)",
+    body = [f"    offs = {program} * BLOCK + {target.arange('BLOCK')}",
             f"    mask = offs < {n}"]
     body += [_commented(line, f"index along dim {d}") for d, line in index_lines]
     value = {}

@@ -52,13 +52,13 @@ def generate(kernel, names, target):
             f"def {kernel.name}({xn}_ptr, {out}_ptr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):",
             f"    # rows: the {rows} positions of the kept dims {tuple(kept)}; columns: the {cols} positions "
             f"of the reduced dims {tuple(dims)}",
-            "    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]",
+            f"    rows = tl.program_id(0) * BLOCK_ROWS + {target.arange('BLOCK_ROWS')}[:, None]",
             f"    row_mask = rows < {rows}"]
     body += [f"    {line}" for _, line in row_lines]
     load = f"tl.load({xn}_ptr + {where}, mask=mask, other={other})"
     if op == "reduce_sum" and x.dtype == "bool":
         load += ".to(tl.int64)"
-    step = [f"cols = {'start + ' if not persistent else ''}tl.arange(0, BLOCK_COLS)[None, :]",
+    step = [f"cols = {'start + ' if not persistent else ''}{target.arange('BLOCK_COLS')}[None, :]",
             f"mask = row_mask & (cols < {cols})"] + [line for _, line in col_lines] + [f"{xn} = {load}"]
     if persistent:
         body += [f"    {line}" for line in step]

@@ -55,8 +55,8 @@ def generate(kernel, names, target):
     body = ["@triton.jit", f"def {kernel.name}({params}):",
             f"    # a program takes BLOCK_ROWS of the {rows} rows (dims {tuple(kept)}) and the whole of each row: "
             f"{cols} columns (dims {tuple(dims)})",
-            "    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]",
-            "    cols = tl.arange(0, BLOCK_COLS)[None, :]",
+            f"    rows = tl.program_id(0) * BLOCK_ROWS + {target.arange('BLOCK_ROWS')}[:, None]",
+            f"    cols = {target.arange('BLOCK_COLS')}[None, :]",
             f"    row_mask = rows < {rows}",
             f"    mask = row_mask & (cols < {cols})"]
     body += [f"    {line}" for _, line in row_lines + col_lines]

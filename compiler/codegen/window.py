@@ -56,7 +56,7 @@ def generate(kernel, names, target):
     what = "window (out_h, out_w) of image (n, c)" if forward else "input cell (n, c, in_h, in_w)"
     body = [*_decorator(target), "@triton.jit", f"def {kernel.name}({params}):",
             f"    # a lane per element of the {node.type_str} output: {what}",
-            "    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)",
+            f"    offs = tl.program_id(0) * BLOCK + {target.arange('BLOCK')}",
             f"    mask = offs < {total}"]
     body += [f"    {line}" for line in index_lines]
     make = {"window_sum": _window_sum, "window_argmax": _window_argmax, "window_gather": _window_gather,
