@@ -94,6 +94,7 @@ def grad_graph(graph, argnums=(0,), with_value=True, seed="ones", keep_cotangent
     joint = like(graph, inputs, trace.nodes, [t.node for t in outputs], name=f"{graph.name}_joint")
     joint.output_names = names
     joint.returns_tuple = True
+    joint.user_names = [n.name for n in graph.inputs] + ([None] if len(inputs) > len(graph.inputs) else [])
     joint = dce(joint)
     if keep_cotangents:
         joint.cotangent_of = kept       # dce keeps the outputs in order, so positions stay valid

@@ -53,11 +53,21 @@ def distinct_elements(view):
 
 
 def kernel_bytes(kernel):
-    """(bytes read, bytes written) by one Kernel: each input value once (distinct elements of
-    its view), each output whole."""
+    """(bytes read, bytes written) by one Kernel: each input buffer once (the distinct elements
+    of its views: a buffer read both as it is and transposed, as a GEMM operand and by the sum
+    riding along it, is read once), each output whole."""
     from .lower import View
 
-    reads = sum(distinct_elements(v) * itemsize(n.dtype) for n, v in kernel.inputs.items() if isinstance(v, View))
+    views = {}
+    for n, v in kernel.inputs.items():
+        if isinstance(v, View):
+            views.setdefault(v.base, {})[(v.offset, tuple(v.shape), tuple(v.strides))] = v
+    reads = 0
+    for base, distinct in views.items():
+        elements = max(distinct_elements(v) for v in distinct.values())
+        if elements < base.numel:           # parts of it (slices): each part once, at most the whole
+            elements = min(base.numel, sum(distinct_elements(v) for v in distinct.values()))
+        reads += elements * itemsize(base.dtype)
     writes = sum(nbytes(n) for n in kernel.outputs)
     return reads, writes
 

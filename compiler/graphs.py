@@ -60,6 +60,7 @@ def like(graph, inputs, nodes, outputs, name=None):
 
     new = Graph(inputs, nodes, outputs, name=name or graph.name, output_names=graph.output_names)
     new.returns_tuple = getattr(graph, "returns_tuple", False)
+    new.user_names = getattr(graph, "user_names", None)
     return new
 
 

@@ -78,6 +78,7 @@ class Graph:
         self.outputs = list(outputs)
         self.name = name
         self.output_names = list(output_names) if output_names else None
+        self.user_names = None      # a joint graph: the user's name of each input (x for primals_1)
 
     # -- views -------------------------------------------------------------------------
     def users(self):

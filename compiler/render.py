@@ -291,6 +291,8 @@ def backward_dot(joint, collapse="auto", expand=(), title=None, input_names=None
     from .saved import saved_values
 
     names = value_names(joint)
+    if input_names is None:                 # the user's names that autodiff kept (x for primals_1)
+        input_names = {n: u for n, u in zip(joint.inputs, getattr(joint, "user_names", None) or []) if u}
     forward = {n for n in joint.nodes if n.role != "backward" and n.op not in ("input", "const")}
     saved = {(v.node, r) for v in saved_values(joint) for r in v.readers}
     dot = Dot(joint.name, title)
@@ -306,15 +308,23 @@ def backward_dot(joint, collapse="auto", expand=(), title=None, input_names=None
             elif node.role == "backward" and i.role == "backward":
                 style[(i, node)] = {"color": BACKWARD_EDGE, "penwidth": "1.2"}
     _edges(dot, joint, key_of, style)
-    # where the backward starts: the loss's own gradient, 1 (folded into the first backward
-    # node that reads nothing but constants)
+    # where the backward starts: the loss's own gradient, 1, folded by the chain rule into the
+    # first backward nodes (one reading nothing but constants, or 1.0 times a partial derivative)
     loss = next((o for o in joint.outputs if o.role != "backward"), None)
+    label = " seed: ∂loss/∂loss = 1"
     for node in joint.nodes:
-        if loss in key_of and node in key_of and node.role == "backward" and \
-                all(i.op == "const" for i in node.inputs):
-            dot.edge(key_of[loss], key_of[node], style="dotted", color=BACKWARD_EDGE, label=" seed: ∂loss/∂loss = 1",
+        if loss in key_of and node in key_of and node.role == "backward" and _takes_the_seed(node):
+            dot.edge(key_of[loss], key_of[node], style="dotted", color=BACKWARD_EDGE, label=label,
                      fontsize="9", fontcolor=BACKWARD_EDGE)
+            label = ""
     return dot.text()
+
+
+def _takes_the_seed(node):
+    if all(i.op == "const" for i in node.inputs):
+        return True
+    return node.op == "mul" and all(i.role != "backward" or i.op == "const" for i in node.inputs) and any(
+        i.is_scalar_const and i.attrs["value"] == 1.0 for i in node.inputs)
 
 
 def kernels_dot(graph, schedule, names=None, collapse="auto", title=None):

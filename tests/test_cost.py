@@ -97,3 +97,17 @@ def test_the_interpreter_reports_what_the_reference_reports():
     assert interpreted["dram_bytes"] == sum(k["bytes_read"] + k["bytes_written"] for k in interpreted["kernel_bytes"])
     for key in ("dram_bytes", "min_dram_bytes"):
         assert interpreted[key] == reference[key]
+
+
+def test_a_buffer_read_as_it_is_and_transposed_in_one_kernel_counts_once(rng):
+    """The Linear weight gradient dyᵀ @ x with the bias gradient Σ dy riding along: the kernel
+    loads dy once (the rider sums the tiles the GEMM loads)."""
+    from compiler.cost import kernel_bytes
+    from compiler.fusion import fuse, riders
+    from compiler.lower import lower
+
+    dy, x = rng.standard_normal((64, 10)).astype(np.float32), rng.standard_normal((64, 32)).astype(np.float32)
+    graph = C.trace(lambda dy, x: (dy.T @ x, O.sum(dy, 0)), dy, x)
+    (kernel,) = lower(graph, fuse(graph)).kernels
+    assert riders(kernel.nodes)
+    assert kernel_bytes(kernel) == (dy.nbytes + x.nbytes, 10 * 32 * 4 + 10 * 4)

@@ -164,3 +164,11 @@ def test_a_named_block_collapses_into_one_box_and_expands_on_request():
     assert 'peripheries="2"' not in opened
     inner = render.forward_dot(graph, collapse=2)
     assert inner.count('peripheries="2"') == 2 and "residual_block\\n×" not in inner   # the two relus
+
+
+def test_a_bare_joint_graph_keeps_the_users_names_and_draws_the_seed():
+    joint = C.grad_graph(C.trace(lambda x: x * x, O.spec((), "float64")), argnums=(0,))
+    text = render.backward_dot(joint)
+    assert "x\\nprimals_1" in text                    # the user's name above autodiff's
+    assert text.count("seed: ∂loss/∂loss = 1") == 1 and text.count('style="dotted"') == 2   # into both muls
+    assert C.simplify(joint).user_names == ["x"]
