@@ -105,7 +105,7 @@ def trace(fn, *specs, static=None):
             args.append(Tensor(node))
         result = fn(*args)
         outputs, returns_tuple = _flatten_outputs(fn, result, t)
-    graph = ir.Graph(inputs, t.nodes, outputs, name=_fn_name(fn))
+    graph = ir.Graph(inputs, t.nodes, outputs, name=_fn_name(fn), output_names=getattr(fn, "output_names", None))
     graph.returns_tuple = returns_tuple
     return graph
 
@@ -315,7 +315,8 @@ class Program:
         """Draw the step (compiler/render.py, compiler/memory_plot.py): forward.svg (the traced
         program), backward.svg (the joint graph: gradients flowing back, saved values dashed),
         kernels.svg (every fused kernel as a cluster) and memory.svg (buffer lifetimes in the
-        arena). `fmt`: svg, png or pdf (dot: the graphviz text). Without graphviz's `dot`
+        arena); a training step (compile_train_step) draws step.svg in place of the first two:
+        forward, backward and update in one picture. `fmt`: svg, png or pdf (dot: the graphviz text). Without graphviz's `dot`
         program the graphs are written as .dot files. Returns the paths written."""
         import os
 
@@ -323,9 +324,15 @@ class Program:
         from .render import backward_dot, forward_dot, kernels_dot, render_dot
 
         params = [self.forward.inputs[i] for i in self.param_positions]
-        pictures = [("forward", forward_dot(self.forward, params=params, collapse=collapse,
-                                            title=f"{self.forward.name}: the forward program",
-                                            output_name="loss" if self.joint is not None else None))]
+        if self.joint is None and any(n.role == "backward" for n in self.forward.nodes):
+            # a training step (C.compile_train_step): forward, backward and update in one trace
+            pictures = [("step", backward_dot(self.forward, collapse=collapse, whole_step=True, params=params,
+                                              title=f"{self.forward.name}: forward (blue), backward (orange) and "
+                                                    "the update (purple) in one program"))]
+        else:
+            pictures = [("forward", forward_dot(self.forward, params=params, collapse=collapse,
+                                                title=f"{self.forward.name}: the forward program",
+                                                output_name="loss" if self.joint is not None else None))]
         if self.joint is not None:
             users_names = {j: f.name for j, f in zip(self.graph.inputs, self.forward.inputs) if f.name}
             pictures.append(("backward", backward_dot(self.graph, collapse=collapse, input_names=users_names,

@@ -35,6 +35,7 @@ from .printer import literal, value_names
 # colours (Tailwind's palette: light fills, dark text)
 INPUT, PARAM, CONST, FORWARD, OUTPUT = "#f1f5f9", "#bbf7d0", "#f8fafc", "#dbeafe", "#fde68a"
 BACKWARD, GRADIENT, SUM, FADED, VIEW = "#fed7aa", "#fb923c", "#fdba74", "#f8fafc", "#ffffff"
+UPDATE = "#e9d5ff"             # a training step's update: forward nodes that read gradients
 KERNEL_FILL, KERNEL_EDGE = "#f5f3ff", "#7c3aed"
 SAVED_EDGE, EDGE, BACKWARD_EDGE = "#64748b", "#94a3b8", "#ea580c"
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -284,10 +285,11 @@ def _named_outputs(graph, names):
     return Graph(graph.inputs, graph.nodes, graph.outputs, graph.name, output_names=names)
 
 
-def backward_dot(joint, collapse="auto", expand=(), title=None, input_names=None):
+def backward_dot(joint, collapse="auto", expand=(), title=None, input_names=None, whole_step=False, params=None):
     """The DOT text of a joint graph: the backward in colour, the forward faded, dashed edges
     for the values the backward reuses. input_names: {joint input: the user's name}, drawn
-    above primals_N."""
+    above primals_N. whole_step: a training step (forward, backward and the optimizer's update
+    in one trace): nothing faded, the update (what reads the gradients) in purple."""
     from .saved import saved_values
 
     names = value_names(joint)
@@ -296,8 +298,17 @@ def backward_dot(joint, collapse="auto", expand=(), title=None, input_names=None
     forward = {n for n in joint.nodes if n.role != "backward" and n.op not in ("input", "const")}
     saved = {(v.node, r) for v in saved_values(joint) for r in v.readers}
     dot = Dot(joint.name, title)
-    key_of = _draw(dot, joint, names, set(joint.params()), faded=forward - set(joint.outputs), collapse=collapse,
-                   expand=expand, grad_words=True, renamed=input_names)
+    notes = {}
+    if whole_step:              # the update: forward-role work that neither the loss nor the backward needs
+        needed = {n for n in joint.nodes if n.role == "backward"} | set(joint.outputs[:1])
+        for n in reversed(joint.nodes):
+            if n in needed:
+                needed.update(n.inputs)
+        notes = {n: {"fillcolor": UPDATE, "tooltip": f"{_tooltip(n, names)}\nthe update: after the backward"}
+                 for n in forward if n not in needed and n not in joint.outputs}
+    params = set(joint.params() if params is None else params)
+    key_of = _draw(dot, joint, names, params, faded=() if whole_step else forward - set(joint.outputs),
+                   collapse=collapse, expand=expand, grad_words=True, renamed=input_names, notes=notes)
     style = {}
     for node in joint.nodes:
         for i in node.inputs:

@@ -74,10 +74,12 @@ class TrainStep:
         train_step.__signature__ = inspect.Signature(
             [inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY) for n in names])
         train_step.__name__ = "train_step"
+        train_step.output_names = (["loss", "logits"] + [f"new_{n}" for n in names[:n_p + n_s + n_o]])
         carried = params + states + opt_state
         specs = [make_spec(a.shape, str(a.dtype)) for a in carried] + [make_spec((), "float32"), x_spec, y_spec]
         # input k (a parameter, a state, an optimizer state) is fed by output 2 + k (its new value)
         self.program = compile(train_step, *specs, backend=backend, carry={k: 2 + k for k in range(len(carried))})
+        self.program.param_positions = tuple(range(n_p))     # drawn as parameters
         self.program.load_state(carried)
         self._synced = True
         model.trained_by = self                # reading model.params syncs from the device (Layer)

@@ -172,3 +172,17 @@ def test_a_bare_joint_graph_keeps_the_users_names_and_draws_the_seed():
     assert "x\\nprimals_1" in text                    # the user's name above autodiff's
     assert text.count("seed: ∂loss/∂loss = 1") == 1 and text.count('style="dotted"') == 2   # into both muls
     assert C.simplify(joint).user_names == ["x"]
+
+
+def test_a_training_step_is_drawn_as_one_picture_with_the_update_in_its_own_colour(tmp_path):
+    from ops import layers as L
+
+    model = L.Sequential(L.Flatten(), L.Dense(64, 10), input_shape=(1, 8, 8)).init(0)
+    step = C.compile_train_step(model, O.cross_entropy, O.optim.Adam(0.01), O.spec((4, 1, 8, 8)),
+                                O.spec((4,), "int64"), backend="reference")
+    paths = step.program.render(str(tmp_path), fmt="dot", quiet=True)
+    assert sorted(os.path.basename(p) for p in paths) == ["kernels.dot", "memory.svg", "step.dot"]
+    text = open(tmp_path / "step.dot").read()
+    assert render.UPDATE in text and render.BACKWARD in text and render.FORWARD in text
+    assert "new_dense_weight" in text and "seed: ∂loss/∂loss = 1" in text
+    assert step.program.forward.output_names[:3] == ["loss", "logits", "new_dense_weight"]
