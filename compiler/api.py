@@ -293,7 +293,7 @@ class Program:
         files = [(name, str(graph)) for name, graph in files if graph is not None]
         from .fusion import fuse
 
-        files.append(("03_fusion.txt", (getattr(self.executor, "fusion", None) or fuse(self.graph)).text()))
+        files.append(("03_fusion.txt", (getattr(self.executor, "fusion", None) or fuse(self.graph)).text(self.schedule)))
         files.append(("04_memory.txt", self.memory.text()))
         from .saved import saved_report
 

@@ -51,17 +51,24 @@ class FusionPlan:
     group_of: dict                                 # node -> index into groups
     rejected: list = field(default_factory=list)   # (producer, consumer, reason)
 
-    def text(self):
-        """03_fusion.txt: every kernel group, then every pair that did not fuse and why."""
+    def text(self, schedule=None):
+        """03_fusion.txt: every kernel group, then every pair that did not fuse and why. With
+        the lowered `schedule`, the groups are numbered and ordered as the kernels launch
+        (kernels/NN_label.py); alone, in the order fusion made them."""
         names = value_names(self.graph)
-        lines = [f"{len([g for g in self.groups if _computes(g)])} kernels for {self.graph.name} "
-                 f"({sum(len(g) for g in self.groups)} nodes)", ""]
-        for index, group in enumerate(g for g in self.groups if _computes(g)):
+        groups = [g for g in self.groups if _computes(g)]
+        numbered = list(enumerate(groups))
+        if schedule is not None:
+            launch = {n: k for k in schedule.kernels for n in k.nodes}
+            numbered = sorted(((launch[g[0]].index, g) for g in groups), key=lambda pair: pair[0])
+        lines = [f"{len(groups)} kernels for {self.graph.name} ({sum(len(g) for g in self.groups)} nodes)", ""]
+        for index, group in numbered:
             where = sorted({str(n.source) for n in group if n.source})
             riding = "".join(f"; {names[r]} rides along the {group[0].op}'s K loop" for r in riders(group))
             parts = len(segments(group)) if _sibling_candidate(group) else 1
             riding += f"; {parts} independent parts in one launch (siblings)" if parts > 1 else ""
-            lines.append(f"kernel {index}: {', '.join(names[n] for n in group)}  "
+            label = f" ({launch[group[0]].index:02d}_{launch[group[0]].label})" if schedule is not None else ""
+            lines.append(f"kernel {index}{label}: {', '.join(names[n] for n in group)}  "
                          f"[{' '.join(n.op for n in group)}]  {', '.join(where)}{riding}")
         lines += ["", "did not fuse:"]
         for producer, consumer, reason in self.rejected:

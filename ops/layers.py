@@ -149,6 +149,18 @@ def initializer(name):
 
 # -- the base class --------------------------------------------------------------------------------
 
+def _at_its_line(layer):
+    """A built-in layer's nodes (and their backward) carry the user's line that created the
+    layer — `L.Conv2d(1, 6, 3)` in the model's definition — rather than the line that traced
+    the model; a layer whose `call` is the user's own code keeps the lines inside it."""
+    import contextlib
+
+    call = getattr(type(layer).call, "__code__", None)
+    if layer.defined_at is None or call is None or not ir._is_internal(call.co_filename):
+        return contextlib.nullcontext()
+    return ir.node_context(source=layer.defined_at)
+
+
 class Layer:
     """A layer: parameters and state as ordered dicts of NumPy arrays, and a pure forward.
 
@@ -166,6 +178,7 @@ class Layer:
         self._built = False
         self.input_shape = None
         self._jits = {}
+        self.defined_at = ir.capture_source()      # the user's line that made this layer
 
     # -- description ------------------------------------------------------------------------
     def extra_repr(self):
@@ -802,7 +815,7 @@ class _Container(Layer):
 
     @staticmethod
     def _run_child(child, params, state, x, training, new_state):
-        with ir.scope(child.name):
+        with ir.scope(child.name), _at_its_line(child):
             y, s = child.call(params[child], state[child], x, training)
         new_state.update((f"{child.name}.{k}", v) for k, v in s.items())
         return y

@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.errors import ArgumentError
-from compiler.ir import scope
+from compiler.ir import capture_source, node_context, scope
 
 from . import functional as F
 from .tensor import Tensor
@@ -165,6 +165,7 @@ class Optimizer:
         if lr < 0.0:
             raise ArgumentError(f"{type(self).__name__}: invalid learning rate {lr}")
         self.lr = float(lr)
+        self.defined_at = capture_source()     # the update's nodes point at the line that made the optimizer
         self.clip_value = None if clip_value is None else float(clip_value)
         self.max_norm = None if max_norm is None else float(max_norm)
 
@@ -210,7 +211,7 @@ class Optimizer:
         k, n = len(self.slots), len(params)
         per = [state[i * k:(i + 1) * k] for i in range(n)]
         shared = state[n * k:]
-        with scope(type(self).__name__.lower()):        # the graph's nodes say "adam"
+        with scope(type(self).__name__.lower()), node_context(source=self.defined_at):   # nodes say "adam"
             new_params, new_per, new_shared = self._step(params, grads, per, shared, lr)
         return new_params, [a for slots in new_per for a in slots] + list(new_shared)
 
