@@ -389,3 +389,24 @@ def test_a_mis_shaped_model_names_the_layer_and_both_shapes():
     with pytest.raises(ArgumentError, match="takes 2 parameters"):
         m = L.Sequential([L.Dense(3, 2)], input_shape=(3,)).init()
         m.apply([np.ones((2, 3))], [], np.ones((1, 3)))
+
+
+def test_a_layers_nodes_and_their_backward_point_at_the_line_that_created_the_layer():
+    import inspect as pyinspect
+
+    line = pyinspect.currentframe().f_lineno
+    model = L.Sequential(L.Conv2d(1, 2, 3, padding=1),       # line + 1
+                         L.ReLU(),                            # line + 2
+                         L.Flatten(), L.Dense(128, 3),        # line + 3
+                         input_shape=(1, 8, 8)).init(0)
+    optimizer = O.optim.SGD(0.1)                              # line + 5
+    step = C.compile_train_step(model, O.cross_entropy, optimizer, O.spec((2, 1, 8, 8)), O.spec((2,), "int64"),
+                                backend="reference")
+    lines = {}
+    for node in step.program.forward.nodes:
+        if node.scope:
+            lines.setdefault(node.scope[0], set()).add(node.source.line)
+    assert lines["conv2d"] == {line + 1} and lines["relu"] == {line + 2} and lines["dense"] == {line + 3}
+    assert lines["sgd"] == {line + 5}
+    backward = [n for n in step.program.forward.nodes if n.op == "conv2d_grad_weight"]
+    assert backward and backward[0].source.line == line + 1
