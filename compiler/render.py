@@ -321,21 +321,34 @@ def backward_dot(joint, collapse="auto", expand=(), title=None, input_names=None
     _edges(dot, joint, key_of, style)
     # where the backward starts: the loss's own gradient, 1, folded by the chain rule into the
     # first backward nodes (one reading nothing but constants, or 1.0 times a partial derivative)
-    loss = next((o for o in joint.outputs if o.role != "backward"), None)
     label = " seed: ∂loss/∂loss = 1"
-    for node in joint.nodes:
-        if loss in key_of and node in key_of and node.role == "backward" and _takes_the_seed(node):
-            dot.edge(key_of[loss], key_of[node], style="dotted", color=BACKWARD_EDGE, label=label,
+    for node in seed_takers(joint):
+        if node in key_of and joint.outputs[0] in key_of:
+            dot.edge(key_of[joint.outputs[0]], key_of[node], style="dotted", color=BACKWARD_EDGE, label=label,
                      fontsize="9", fontcolor=BACKWARD_EDGE)
             label = ""
     return dot.text()
 
 
-def _takes_the_seed(node):
-    if all(i.op == "const" for i in node.inputs):
-        return True
-    return node.op == "mul" and all(i.role != "backward" or i.op == "const" for i in node.inputs) and any(
-        i.is_scalar_const and i.attrs["value"] == 1.0 for i in node.inputs)
+def seed_takers(joint):
+    """The backward nodes the seed ∂loss/∂loss = 1 enters: those reading nothing but constants,
+    or 1.0 times a partial derivative; once simplify has folded the 1 away, the backward's
+    roots (nodes reading no backward value, masks aside). None unless output 0 is the value
+    differentiated (a joint graph's "value", a training step's "loss")."""
+    if not joint.outputs or (joint.output_names or [None])[0] not in ("value", "loss"):
+        return []
+    backward = [n for n in joint.nodes if n.role == "backward"]
+    takers = [n for n in backward if n.inputs and all(i.op == "const" for i in n.inputs) or (
+        n.op == "mul" and all(i.role != "backward" or i.op == "const" for i in n.inputs)
+        and any(i.is_scalar_const and i.attrs["value"] == 1.0 for i in n.inputs))]
+    if takers:
+        return takers
+    carries = set()              # backward values that carry the gradient (a view of a forward value does not)
+    for n in backward:
+        if n.op not in ("reshape", "permute", "expand", "slice") or any(i in carries for i in n.inputs):
+            carries.add(n)
+    return [n for n in backward if n in carries and n.op not in ("gt", "ge", "lt", "le", "eq", "ne")
+            and any(i.op != "const" for i in n.inputs) and not any(i in carries for i in n.inputs)]
 
 
 def kernels_dot(graph, schedule, names=None, collapse="auto", title=None):

@@ -53,18 +53,19 @@ def cse(graph):
     return rebuild(graph, rewrite)
 
 
-def _scalar(t, value=None):
-    """Is Tensor t a scalar constant (equal to value, if given)?"""
-    n = t.node
-    return n.is_scalar_const and (value is None or n.attrs["value"] == value)
-
-
 def _splat_value(t):
     """The value of a scalar constant, or of a scalar constant broadcast to a shape; else None."""
     n = t.node
     if n.op == "expand" and n.inputs[0].is_scalar_const:
         n = n.inputs[0]
     return n.attrs["value"] if n.is_scalar_const else None
+
+
+def _is(t, value):
+    """Is t the constant `value`, a scalar or broadcast (x * expand(1.0) is x when the shapes
+    agree; the caller checks that)?"""
+    found = _splat_value(t)
+    return found is not None and found == value and not isinstance(found, bool)
 
 
 def fold_constants(graph):
@@ -108,12 +109,12 @@ def algebraic(graph, drop_detach=True):
         y = inputs[1] if len(inputs) > 1 else None
         candidate = None
         if op == "add":
-            candidate = x if _scalar(y, 0) else y if _scalar(x, 0) else None
-        elif op == "sub" and _scalar(y, 0):
+            candidate = x if _is(y, 0) else y if _is(x, 0) else None
+        elif op == "sub" and _is(y, 0):
             candidate = x
         elif op == "mul":
-            candidate = x if _scalar(y, 1) else y if _scalar(x, 1) else None
-        elif op in ("div", "pow") and _scalar(y, 1):
+            candidate = x if _is(y, 1) else y if _is(x, 1) else None
+        elif op in ("div", "pow") and _is(y, 1):
             candidate = x
         elif op == "neg" and x.node.op == "neg":
             candidate = _tensor_of(x.node.inputs[0])

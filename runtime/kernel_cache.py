@@ -94,6 +94,7 @@ def load(text, interpret):
     if interpret:
         _interpret_device_functions()
     saved = triton.knobs.runtime.interpret
+    environment = os.environ.get("TRITON_INTERPRET")     # the knob's setter writes it there
     triton.knobs.runtime.interpret = interpret        # read when @triton.jit decorates
     try:
         spec = importlib.util.spec_from_file_location(name, path)
@@ -101,6 +102,10 @@ def load(text, interpret):
         spec.loader.exec_module(module)
     finally:
         triton.knobs.runtime.interpret = saved
+        if environment is None:           # as it was: a child process (run.py) must not inherit "0"
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = environment
     if not _holds(path, text):       # replaced under us while importing: never trust it
         raise RuntimeError(f"kernel cache file {path} changed while it was imported")
     _modules[key] = module

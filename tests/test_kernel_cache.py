@@ -75,3 +75,20 @@ def test_two_processes_compiling_at_once_both_succeed(tmp_path):
         assert p.returncode == 0, err
         assert out.strip() == "ok"
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]      # no half-written leftovers
+
+
+def test_loading_a_kernel_leaves_the_environment_as_it_was():
+    """Triton's interpret knob writes TRITON_INTERPRET into os.environ; a child process (the
+    dump's run.py) must not inherit a "0" that chainrule never asked for."""
+    import os
+
+    import compiler as C
+    import ops as O
+
+    before = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        C.jit(lambda x: O.exp(x) * 1.5, backend="interpret")(np.full(3, 0.5, np.float32))
+        assert "TRITON_INTERPRET" not in os.environ
+    finally:
+        if before is not None:
+            os.environ["TRITON_INTERPRET"] = before

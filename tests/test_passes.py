@@ -537,3 +537,14 @@ def test_torch_cpu_tensors_are_accepted(rng):
     # itself was rounded to float32), so allow float32 rounding of the inputs
     got = C.jit(loss, backend="reference")(wt, torch.from_numpy(x).float())
     assert got == pytest.approx(float(want_value), rel=1e-5, abs=1e-6)
+
+
+def test_a_broadcast_one_or_zero_is_an_identity_only_when_the_shape_stays(rng):
+    ones = lambda shape: P.expand(constant(1.0, "float64"), shape=shape)
+    zeros = lambda shape: P.expand(constant(0.0, "float64"), shape=shape)
+    g = C.trace(lambda x: ones((3, 4)) * x + zeros((3, 4)) - zeros((3, 4)), O.spec((3, 4), "float64"))
+    s = C.simplify(g)
+    assert s.outputs[0] is s.inputs[0]                      # the seed of a sum's gradient, gone
+    g = C.trace(lambda x: ones((2, 3, 4)) * x, O.spec((3, 4), "float64"))     # broadcasts x: stays
+    assert count(C.simplify(g), "mul") == 1
+    same_results(g, C.simplify(g), [nonzero(rng, (3, 4))])

@@ -186,3 +186,13 @@ def test_a_training_step_is_drawn_as_one_picture_with_the_update_in_its_own_colo
     assert render.UPDATE in text and render.BACKWARD in text and render.FORWARD in text
     assert "new_dense_weight" in text and "seed: ∂loss/∂loss = 1" in text
     assert step.program.forward.output_names[:3] == ["loss", "logits", "new_dense_weight"]
+
+
+def test_the_seed_enters_the_backward_where_simplify_folded_the_one_away():
+    def f(w, x):
+        return O.sum(O.exp(x @ w))
+    joint = C.simplify(C.grad_graph(C.trace(f, O.spec((3, 2)), O.spec((4, 3))), argnums=(0,)))
+    (taker,) = render.seed_takers(joint)
+    assert taker.op == "matmul" and taker.role == "backward"          # not the permute of x: a view
+    descent = C.trace(lambda x: x - 0.1 * C.grad(lambda x: O.sum(x * x))(x), O.spec((3,)))
+    assert render.seed_takers(descent) == []      # output 0 is the new x, not a value differentiated

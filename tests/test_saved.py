@@ -218,15 +218,16 @@ def test_remat_of_zoo_models_keeps_every_value_and_gradient_and_saves_less(name,
     assert rematerialize(r).op_counts() == r.op_counts()       # a fixed point
 
 
-def relu_times_input(w, x):
+def relu_times_input(w, x, s):
     h = x @ w
-    return O.sum(O.relu(h) * h)
+    return O.sum(O.relu(h) * h) * s          # (times s: with a seed of 1, d/dh is 2·relu(h), which CSE finds)
 
 
 def test_remat_recomputes_relus_mask_from_a_value_saved_anyway(rng):
-    g = joint(relu_times_input, O.spec((3, 4)), O.spec((5, 3)), argnums=(0,))
+    g = joint(relu_times_input, O.spec((3, 4)), O.spec((5, 3)), O.spec(()), argnums=(0,))
     assert sorted(v.node.op for v in saved_values(g) if not v.is_input) == ["gt", "matmul", "where"]
-    r = check_remat(g, [nonzero(rng, (3, 4), dtype=np.float32), nonzero(rng, (5, 3), dtype=np.float32)])
+    r = check_remat(g, [nonzero(rng, (3, 4), dtype=np.float32), nonzero(rng, (5, 3), dtype=np.float32),
+                        np.float32(1.5 + rng.random())])
     assert [v.node.op for v in saved_values(r) if not v.is_input] == ["matmul"]
     assert saved_bytes(g) == 20 + 80 + 80 and saved_bytes(r) == 80
     # the copies come right before their first backward reader, after the whole forward

@@ -197,3 +197,14 @@ def test_gpu_source_autotunes_the_block():
     cpu = generate(kernel, value_names(graph), Target())
     assert "@triton.autotune" in gpu and "@triton.autotune" not in cpu
     compile(gpu, "gpu_kernel.py", "exec")
+
+
+@pytest.mark.parametrize("pool", ["max_pool2d", "avg_pool2d"])
+def test_a_single_window_pools_and_routes_its_gradient(pool, rng):
+    """One window: every index of the backward's loads is a constant, and the masked loads still
+    need a pointer per lane (a regression: the kernel did not compile)."""
+    x = nonzero(rng, (1, 1, 2, 2), dtype=np.float32)
+    g = 3.0 + rng.random()
+    got = C.grad(lambda x: O.sum(getattr(O, pool)(x, 2) * g), backend="interpret")(x)
+    want = np.full_like(x, g / 4) if pool == "avg_pool2d" else (x == x.max()) * np.float32(g)
+    assert rel_error(got, want) < 1e-6

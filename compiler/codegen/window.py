@@ -239,11 +239,17 @@ def _gather_back(kernel, index, window, visit):
             *[f"        {line}" for line in visit("ok", [n, c, "out_h", "out_w"])]]
 
 
+def _per_lane(where):
+    """An address for every lane: a single window makes the window's address a constant, and a
+    masked load needs a block of pointers."""
+    return where if any(ch.isalpha() for ch in where) else f"{where} + tl.zeros((BLOCK,), tl.int32)"
+
+
 def _window_sum_transpose(kernel, names, index, window):
     """dx[n, c, in_h, in_w] = Σ of g over the windows that cover the cell."""
     node, g = kernel.nodes[0], kernel.nodes[0].inputs[0]
     acc, dx, gn = ACC_DTYPE[node.dtype], names[node], _value(names, g)
-    where = lambda out_index: address(kernel.inputs[g], out_index)
+    where = lambda out_index: _per_lane(address(kernel.inputs[g], out_index))
     visit = lambda ok, out_index: [f"{gn} = tl.load({names[g]}_ptr + {where(out_index)}, mask={ok}, other=0)",
                                    f"{dx} += {gn}.to({acc})"]
     return [f"{dx} = tl.zeros((BLOCK,), {acc})    # the sum over the windows covering the cell",
@@ -258,9 +264,10 @@ def _window_scatter(kernel, names, index, window):
     kw = window["kernel"][1]
 
     def visit(ok, out_index):
-        return [f"{dn} = tl.load({names[idx]}_ptr + {address(kernel.inputs[idx], out_index)}, mask={ok})",
+        return [f"{dn} = tl.load({names[idx]}_ptr + {_per_lane(address(kernel.inputs[idx], out_index))}, mask={ok})",
                 f"chosen = {ok} & ({dn} == kh * {kw} + kw)    # that window's max is this cell",
-                f"{gn} = tl.load({names[g]}_ptr + {address(kernel.inputs[g], out_index)}, mask=chosen, other=0)",
+                f"{gn} = tl.load({names[g]}_ptr + {_per_lane(address(kernel.inputs[g], out_index))}, mask=chosen, "
+                "other=0)",
                 f"{dx} += {gn}.to({acc})"]
 
     return [f"{dx} = tl.zeros((BLOCK,), {acc})    # the sum over the windows whose max is the cell",
