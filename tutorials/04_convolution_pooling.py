@@ -129,9 +129,9 @@ assert np.allclose(dw.ravel(), np.correlate(signal, upstream, mode="valid"))
 # goes into both; `conv2d_grad_input` also reads the kernel w and `conv2d_grad_weight` also
 # reads the signal x (dashed: forward values the backward reads). The generated code makes all three — the
 # forward and both gradients — one *implicit GEMM* (a matrix product whose operand tiles are
-# gathered from the image on the fly), three ways. (The two small kernels between them belong
-# to the loss: `mul_sum` is Σ g · y, and `mul` is its gradient 1 · g — a copy that the
-# simplify pass does not yet remove.)
+# gathered from the image on the fly), three ways. (The small kernel between them is the
+# loss, `mul_sum`: Σ g · y. Its gradient with respect to y is 1 · g, which the simplify pass
+# reduces to g itself: no kernel.)
 
 # %%
 joint = C.grad_graph(C.trace(weighted_output, as_image, as_kernel, only_first), argnums=(0, 1))
@@ -139,7 +139,9 @@ print(C.simplify(joint))
 tut.show(joint, "conv_backward")
 conv_step = C.compile(weighted_output, O.spec(as_image.shape), O.spec(as_kernel.shape), O.spec(only_first.shape),
                       grad_argnums=(0, 1))
-print("kernels:", ", ".join(name for name, _ in conv_step.executor.files()))
+conv_kernels = [name for name, _ in conv_step.executor.files()]
+print("kernels:", ", ".join(conv_kernels))
+assert conv_kernels == ["00_conv2d.py", "01_mul_sum.py", "02_conv2d_grad_input.py", "03_conv2d_grad_weight.py"]
 
 # %% [markdown]
 # ## Stride and padding
