@@ -23,6 +23,7 @@ from ops.tensor import Spec, Tensor
 
 from . import ir
 from .autodiff import grad_graph
+from .remat import regenerate_random
 from .errors import ArgumentError, ChainruleError
 from .graphs import replay
 from .simplify import simplify
@@ -154,7 +155,7 @@ class Program:
         else:
             self.joint = None
         start = time.perf_counter()
-        self.graph = simplify(self.joint or self.forward)
+        self.graph = regenerate_random(simplify(self.joint or self.forward))   # dropout masks: never saved
         self._lap("simplify", start)
         self.remat, self.before_remat = remat, None
         if remat:              # recompute cheap pointwise values in the backward (compiler/remat.py)

@@ -17,9 +17,12 @@ What may be recomputed (`recomputable`), and why:
 
 Never recomputed: matmul and conv (the expensive ops whose results remat is meant to
 keep), reductions (a full pass over their input, and their input would have to be kept
-instead, usually larger), pooling windows, `rand` (random numbers belong to one draw
-taken in the forward), and layout views (reshape, permute, expand, slice): a view owns no
-memory, so recomputing one frees nothing while its source is kept.
+instead, usually larger), pooling windows, and layout views (reshape, permute, expand,
+slice): a view owns no memory, so recomputing one frees nothing while its source is kept.
+`rand` may be recomputed: its numbers are a pure function of (seed, element index)
+(Philox), so drawing them again gives the same bits. `regenerate_random`, which every
+compile runs, uses that for dropout: its keep-mask is drawn again in the backward from the
+seed, never saved.
 
 How: for a saved forward node s that is recomputable, a *recompute set* R is s plus some
 of its recomputable forward ancestors at most `max_depth` steps above it, forming one piece
@@ -45,14 +48,11 @@ from .graphs import like, new_input
 from .saved import nbytes, saved_nodes, storage
 from .simplify import dce
 
-NEVER = {"rand"}
-
-
 def recomputable(node):
     """May `node` be recomputed in the backward? (See the module's docstring for why.)"""
-    if node.op in ("input", "const") or node.op in NEVER:
+    if node.op in ("input", "const"):
         return False
-    if node.op == "iota":
+    if node.op in ("iota", "rand"):
         return True
     if node.op == "expand" and node.inputs[0].is_scalar_const:
         return True                                  # a splat: a constant in a shape
@@ -151,6 +151,36 @@ def recompute(graph, members):
     return dce(new)
 
 
+def regenerate_random(graph):
+    """Values made from random numbers alone (dropout's keep-mask `ge(rand(seed), p)`) that the
+    backward reads are drawn again in the backward from their seed instead of being saved:
+    the backward reads an 8-byte seed, not a mask the size of the activation. Values that mix
+    random numbers with other forward values (dropout's output) are left alone."""
+    members = set()
+    for node, _ in saved_nodes(graph):
+        if node.role == "forward" and recomputable(node):
+            members |= _drawn_from_a_seed(node)
+    return recompute(graph, members) if members else graph
+
+
+def _drawn_from_a_seed(node):
+    """node and the recomputable forward nodes above it, if they include a `rand` and read
+    nothing else but inputs and constants; else the empty set."""
+    found, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if n in found:
+            continue
+        found.add(n)
+        for i in n.inputs:
+            if i.op in ("input", "const"):
+                continue
+            if i.role != "forward" or not recomputable(i):
+                return set()
+            stack.append(i)
+    return found if any(n.op == "rand" for n in found) else set()
+
+
 def rematerialize(graph, max_depth=3, log=None):
     """Recompute cheap pointwise values in the backward wherever that lowers the bytes the
     forward saves for it (forward values plus inputs the backward reads). Same values,
@@ -170,4 +200,4 @@ def rematerialize(graph, max_depth=3, log=None):
     return graph
 
 
-__all__ = ["plan", "recomputable", "recompute", "rematerialize"]
+__all__ = ["plan", "recomputable", "recompute", "regenerate_random", "rematerialize"]

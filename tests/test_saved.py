@@ -10,7 +10,7 @@ import pytest
 
 import compiler as C
 import ops as O
-from compiler.remat import recomputable, rematerialize
+from compiler.remat import recomputable, regenerate_random, rematerialize
 from compiler.saved import saved_bytes, saved_input_bytes, saved_report, saved_values
 from ops.primitive import REGISTRY
 from runtime import zoo
@@ -266,11 +266,19 @@ def dropout_model(w, x):
     return O.sum(O.tanh(O.dropout(O.relu(x @ w), 0.3, seed=7)))
 
 
-def test_remat_never_recomputes_random_numbers(rng):
-    g = joint(dropout_model, O.spec((3, 4)), O.spec((5, 3)), argnums=(0,))
-    assert g.op_counts().get("rand") == 1
-    r = check_remat(g, [nonzero(rng, (3, 4), dtype=np.float32), nonzero(rng, (5, 3), dtype=np.float32)])
-    assert r.op_counts().get("rand") == 1 and all(n.role == "forward" for n in r.nodes if n.op == "rand")
+def test_a_dropout_mask_is_drawn_again_in_the_backward_not_saved(rng):
+    """rand is a pure function of (seed, index): the keep-mask ge(rand(seed), p) is recomputed in
+    the backward from the seed (regenerate_random, run by every compile), and the values agree."""
+    g = C.simplify(C.grad_graph(C.trace(dropout_model, O.spec((3, 4)), O.spec((5, 3))), (0,)))
+    assert "ge" in [v.node.op for v in saved_values(g)]                  # simplify alone saves the mask
+    r = regenerate_random(g)
+    assert "ge" not in [v.node.op for v in saved_values(r)]
+    assert saved_bytes(g) - saved_bytes(r) == 5 * 4                      # a bool[5,4] mask (the seed: a constant)
+    assert [n.role for n in r.nodes if n.op == "rand"] == ["forward", "backward"]
+    args = [nonzero(rng, (3, 4), dtype=np.float32), nonzero(rng, (5, 3), dtype=np.float32)]
+    for got, want in zip(run_graph(r, args), run_graph(g, args)):
+        assert np.array_equal(got, want)
+    assert str(joint(dropout_model, O.spec((3, 4)), O.spec((5, 3)), argnums=(0,))) == str(r)
 
 
 # -- wired into C.compile -----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import numpy as np
 import compiler as C
 import ops as O
 from compiler.printer import value_names
-from compiler.remat import recompute
+from compiler.remat import regenerate_random
 from compiler.saved import saved_bytes, saved_report
 from ops import layers as L
 from runtime.backends import executor_for
@@ -246,7 +246,7 @@ def two_layers(w1, w2, x, y, seed):
 
 specs = [O.spec((8, 16)), O.spec((16, 4)), O.spec((32, 8)), O.spec((32, 4)), O.spec((), "int64")]
 dropout_program = C.compile(two_layers, *specs, grad_argnums=(0, 1), backend="interpret")
-saved_graph = dropout_program.graph
+saved_graph = C.simplify(dropout_program.joint)      # the chain rule's graph, simplified: as autodiff left it
 print(saved_graph)
 tut.show(saved_graph, "dropout_mask_saved")
 
@@ -264,14 +264,16 @@ mask_nodes = [n for n in saved_graph.nodes if n.op in ("rand", "ge") and n.scope
 print("the dropout mask:", [f"{names[n]} = {n.op}" for n in mask_nodes])
 
 # %% [markdown]
-# But the mask is a function of the seed, an 8-byte scalar: the backward could *regenerate* it
-# instead. That is rematerialization (tutorial 11), for the cheapest case there is. chainrule's
-# automatic pass (`C.compile(..., remat=True)`) does not do it for dropout today — it never
-# recomputes `rand` — so we apply the pass's `recompute` step by hand: copy `rand` and `ge` into
-# the backward, where the backward's `where` reads the copy.
+# But the mask is a function of the seed, an 8-byte scalar: the backward can *regenerate* it
+# instead. That is rematerialization (tutorial 11) in its cheapest case, and chainrule does it
+# in every compile: after simplify, `regenerate_random` (`compiler/remat.py`) finds the saved
+# values drawn from a seed alone and copies them into the backward, with the `recompute` step
+# the remat pass uses. The graph above is what simplify alone leaves; the graph `C.compile`
+# runs is `dropout_program.graph`:
 
 # %%
-regenerated = recompute(saved_graph, mask_nodes)
+regenerated = dropout_program.graph
+assert str(regenerated) == str(regenerate_random(saved_graph))
 print(regenerated)
 tut.show(regenerated, "dropout_mask_regenerated")
 
@@ -295,7 +297,7 @@ assert mask_bytes == 32 * 16
 # %%
 inputs = [rng.standard_normal(s.shape).astype(np.float32) for s in specs[:4]] + [np.array(42, np.int64)]
 loss_saved, *grads_saved = executor_for(saved_graph, "interpret")(inputs)
-regenerating = executor_for(regenerated, "interpret")
+regenerating = dropout_program.executor
 loss_regen, *grads_regen = regenerating(inputs)
 print("loss", loss_saved, loss_regen, "| gradients identical:",
       all(np.array_equal(a, b) for a, b in zip(grads_saved, grads_regen)))
@@ -337,8 +339,8 @@ assert mask_name in written_by_first_kernel(saving)[1] and mask_name not in writ
 # Now train with a `Dropout(0.5)` layer after the hidden ReLU. The layer keeps its seed as
 # model state and returns seed + 1, so every training step draws a new mask with nothing else
 # to pass (the compiled step carries the state like the parameters); `step.evaluate` runs
-# the model in eval mode, where dropout is the identity. (This step is compiled the standard
-# way, so its mask is saved, as in the first graph above.)
+# the model in eval mode, where dropout is the identity. (Its backward regenerates the mask,
+# as in the second graph above.)
 
 # %%
 dropout_model = mlp(dropout=0.5)
@@ -451,11 +453,11 @@ def wide(w1, w2, x, y, seed):
     return O.mse_loss(hidden @ w2, y)
 
 
-wide_graph = C.compile(wide, O.spec((16, 512)), O.spec((512, 8)), O.spec((256, 16)), O.spec((256, 8)),
-                       O.spec((), "int64"), grad_argnums=(0, 1), backend="reference").graph
-wide_mask = [n for n in wide_graph.nodes if n.op in ("rand", "ge")]
+wide_program = C.compile(wide, O.spec((16, 512)), O.spec((512, 8)), O.spec((256, 16)), O.spec((256, 8)),
+                         O.spec((), "int64"), grad_argnums=(0, 1), backend="reference")
+mask_kept = C.simplify(wide_program.joint)        # before regenerate_random: the mask is saved
 tut.check(2, "bytes the regenerated mask saves", got=answer_2,
-          want=saved_bytes(wide_graph) - saved_bytes(recompute(wide_graph, wide_mask)))
+          want=saved_bytes(mask_kept) - saved_bytes(wide_program.graph))
 
 # %% [markdown]
 # **Exercise 3.** An `EarlyStopping(patience=3)` sees these validation losses, one per epoch.
