@@ -357,6 +357,7 @@ def kernels_dot(graph, schedule, names=None, collapse="auto", title=None):
     from .cost import kernel_bytes
 
     names = names or value_names(graph)
+    users_names = {n: u for n, u in zip(graph.inputs, getattr(graph, "user_names", None) or []) if u}
     whole = collapse == "auto" and graph.num_ops > AUTO_COLLAPSE or collapse is True
     dot = Dot(graph.name, title)
     params = set(graph.params())
@@ -388,6 +389,8 @@ def kernels_dot(graph, schedule, names=None, collapse="auto", title=None):
         key_of[node] = f"n{node.id}"
         if node.op in ("input", "const"):
             look, attrs = _look(node, names, params, outputs, output_names)
+            if node in users_names:                 # the user's name above primals_N
+                look = f"{users_names[node]}\n{look}"
         else:          # a view: no kernel, the next kernel reads through its strides
             look, attrs = (f"{node.op}\n{node.type_str}",
                            {"shape": "note", "fillcolor": VIEW, "fontsize": "8", "color": "#cbd5e1",

@@ -683,8 +683,8 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
                                               "that changes every step) when training")
     if p == 1.0:
         return input * 0.0
-    if isinstance(seed, numbers.Integral):
-        seed = constant(int(seed), "int64")
+    if isinstance(seed, numbers.Integral):       # a constant of the graph; on NumPy arrays, an array
+        seed = constant(int(seed), "int64") if isinstance(input, Tensor) else np.asarray(int(seed), np.int64)
     keep = P.ge(P.rand(seed, shape=input.shape), p)
     return P.where(keep, input * (1.0 / (1.0 - p)), 0.0)
 

@@ -1002,6 +1002,7 @@ def test_dropout(p, rng):
     # same seed, same mask (also with a seed baked in as an int); another seed, another mask
     np.testing.assert_array_equal(drop(x, np.array(seed, dtype=np.int64)), out)
     np.testing.assert_array_equal(C.jit(lambda x: O.dropout(x, p, seed=seed), backend="reference")(x), out)
+    np.testing.assert_array_equal(O.dropout(x, p, seed=seed), out)          # eagerly, on NumPy, an int seed
     other = drop(x, np.array(seed + 1, dtype=np.int64)) != 0
     assert (other != kept).mean() > 0.5 * 2 * p * (1 - p)
 
