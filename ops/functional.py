@@ -793,8 +793,33 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if target.shape != input.shape:
         raise _fail(ShapeError, "binary_cross_entropy", f"target of shape {target.shape} must match the input's "
                                                         f"shape {input.shape}")
-    loss = -(target * P.maximum(P.log(input), -100.0) + (1 - target) * P.maximum(P.log(1 - input), -100.0))
+    loss = -(target * _clamped_log(input) + (1 - target) * _clamped_log(1 - input))
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction, "binary_cross_entropy")
+
+
+def _clamped_log(x):
+    """max(log x, -100), whose gradient is finite also at x = 0: the log reads 1 where x is 0,
+    so its backward never computes 0 · (1/0); the clamped branch is a constant (gradient 0)."""
+    positive = P.gt(x, 0.0)
+    return P.where(positive, P.maximum(P.log(P.where(positive, x, 1.0)), -100.0), -100.0)
+
+
+@op
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
+                                     pos_weight=None):
+    """binary_cross_entropy(sigmoid(input), target) from the logits, stable for any logit:
+    (1 - y)·z + (1 + (w₊ - 1)·y)·(log(1 + e^-|z|) + relu(-z)), torch's form; its derived
+    gradient is σ(z) - y (times the weights), never 0/0 or inf."""
+    target = _tensor(target, input.dtype)
+    if target.shape != input.shape:
+        raise _fail(ShapeError, "binary_cross_entropy_with_logits", f"target of shape {target.shape} must match "
+                                                                    f"the input's shape {input.shape}")
+    softplus_neg = P.log(1.0 + P.exp(-abs(input))) + relu(-input)          # log(1 + e^-z), stably
+    log_weight = 1.0 if pos_weight is None else 1.0 + (_tensor(pos_weight, input.dtype) - 1.0) * target
+    loss = (1.0 - target) * input + log_weight * softplus_neg
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
 

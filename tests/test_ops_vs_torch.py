@@ -1188,6 +1188,32 @@ def test_binary_cross_entropy_clamps_logs(rng):
     assert rel_error(got, want) < TOL
 
 
+def test_binary_cross_entropy_has_finite_gradients_at_0_and_1(rng):
+    x = np.array([0.0, 1.0, 1.0, 0.0, 0.3])
+    t = positive(rng, (5,), 0.1, 0.9)
+    _, g = C.value_and_grad(lambda x: O.binary_cross_entropy(x, t), backend="reference")(x)
+    assert np.isfinite(g).all() and rel_error(g[4], (0.3 - t[4]) / (0.3 * 0.7) / 5) < TOL
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (7,), ()])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_binary_cross_entropy_with_logits(shape, reduction, rng):
+    z, t, w, pw = 3 * nonzero(rng, shape), positive(rng, shape, 0.0, 1.0), positive(rng, shape), positive(rng, shape)
+    check(lambda z, t: O.binary_cross_entropy_with_logits(z, t, reduction=reduction),
+          lambda z, t: F.binary_cross_entropy_with_logits(z, t, reduction=reduction), [z, t], rng)
+    check(lambda z, t, w, pw: O.binary_cross_entropy_with_logits(z, t, w, reduction=reduction, pos_weight=pw),
+          lambda z, t, w, pw: F.binary_cross_entropy_with_logits(z, t, w, reduction=reduction, pos_weight=pw),
+          [z, t, w, pw], rng, wrt=(0, 1))
+
+
+def test_binary_cross_entropy_with_logits_is_stable_where_the_sigmoid_saturates():
+    z = np.array([-300.0, -40.0, 40.0, 300.0], np.float32)
+    y = np.array([1.0, 0.0, 1.0, 0.0], np.float32)
+    value, g = C.value_and_grad(lambda z: O.binary_cross_entropy_with_logits(z, y, reduction="sum"),
+                                backend="interpret")(z)
+    assert rel_error(value, 600.0) < 1e-6 and rel_error(g, np.array([-1.0, 0.0, 0.0, 1.0], np.float32)) < 1e-6
+
+
 # -- the table is complete -----------------------------------------------------------------------
 
 TESTED_PRIMITIVES = {
@@ -1200,7 +1226,7 @@ TESTED_PRIMITIVES = {
 DESIGN_FUNCTIONAL = ("add sub mul div neg pow exp log sqrt abs maximum minimum where relu leaky_relu sigmoid tanh softmax "
                      "log_softmax sum mean amax argmax var reshape flatten transpose permute matmul linear conv2d "
                      "max_pool2d avg_pool2d adaptive_avg_pool2d batch_norm layer_norm dropout cross_entropy mse_loss "
-                     "binary_cross_entropy cat").split()
+                     "binary_cross_entropy binary_cross_entropy_with_logits cat").split()
 EXTRA_FUNCTIONAL = "amin std logsumexp clamp unsqueeze squeeze broadcast_to stack one_hot getitem detach to".split()
 
 
