@@ -377,5 +377,14 @@ tut.check(3, "the saturated example's gradient is finite and equals x", got=stab
 tut.check(3, "and the loss agrees with the cross-entropy on the first example",
           got=C.jit(stable_loss, backend="reference")(theta, x, y_true), want=J, tol=1e-12)
 
+# %% [markdown]
+# This is the form `O.binary_cross_entropy_with_logits(z, y)` computes (torch's
+# `F.binary_cross_entropy_with_logits`): use it whenever the model's last layer is a sigmoid.
+
+# %%
+library_loss = lambda theta, x, y_true: O.binary_cross_entropy_with_logits(O.sum(theta * x), y_true)
+_, (library_grad,) = C.value_and_grad(library_loss, argnums=(0,))(sure_theta, sure_x, sure_label)
+assert np.allclose(library_grad, stable_grad, rtol=1e-6)
+
 # %%
 tut.done()
