@@ -6,7 +6,8 @@ Two models, written with the DSL and taking their parameters as function argumen
 - resnet18: a ResNet-18-sized CNN (stem conv 7x7/2 + max_pool, 4 stages x 2 basic blocks
             with 64/128/256/512 channels, batch_norm(training=True), 1x1 downsampling
             convs on the skip, adaptive_avg_pool2d(1), linear to 10 classes,
-            cross_entropy) on an 8x3x64x64 batch.
+            cross_entropy) on an 8x3x64x64 batch: the network `chainrule bench` builds
+            as layers (runtime/bench.py), written here as one function of its parameters.
 
 Shapes are symbolic: nothing is executed. For each model we time C.trace, C.grad_graph
 (with respect to every parameter) and C.simplify separately, take the median of
@@ -19,16 +20,15 @@ The goal: trace + autodiff + simplify under 1 s for each model.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import ops as O
 import compiler as C
+from runtime.bench import RESNET_INPUT, RESNET_STAGES, write_json
 
 GOAL_SECONDS = 1.0
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "compile_time.json")
@@ -55,10 +55,6 @@ def mlp_specs():
         out = CLASSES if layer == MLP_DEPTH - 1 else MLP_WIDTH
         params += [O.spec((out, MLP_WIDTH)), O.spec((out,))]
     return [O.spec((MLP_BATCH, MLP_WIDTH)), O.spec((MLP_BATCH,), "int64")] + params
-
-
-RESNET_STAGES = (64, 128, 256, 512)
-RESNET_INPUT = (8, 3, 64, 64)
 
 
 def _resnet_layout():
@@ -167,21 +163,6 @@ def table(results):
                      f"{'yes' if r['under_goal'] else 'NO'}")
     lines.append("nodes: every node of the graph, inputs and constants included; seconds: median of runs")
     return "\n".join(lines)
-
-
-def write_json(path, data):
-    """Write atomically: a reader never sees half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main(argv=None):

@@ -28,12 +28,9 @@ for the program as scheduled (every buffer it writes is live together with most 
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -43,8 +40,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import compiler as C  # noqa: E402
-from compile_time import resnet18, resnet18_specs, write_json  # noqa: E402
+from compile_time import resnet18, resnet18_specs  # noqa: E402
 from runtime import kernel_cache, zoo  # noqa: E402
+from runtime.bench import cold_kernel_cache, warm_up, write_json  # noqa: E402
 from runtime.reference import run_graph  # noqa: E402
 
 BATCH = 64
@@ -68,15 +66,6 @@ def resnet18_step():
     return resnet18, specs, tuple(range(2, len(specs))), None       # every parameter; not x, y
 
 
-def fresh_kernel_cache():
-    """Point the kernel cache at an empty folder and forget imported kernels: a cold compile.
-    (The folders are removed when the benchmark exits.)"""
-    folder = tempfile.mkdtemp(prefix="chainrule-bench-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    os.environ["CHAINRULE_CACHE_DIR"] = folder
-    kernel_cache._modules.clear()
-
-
 def lower_breakdown(graph, target):
     """Seconds of the "lower" pass, step by step (cold kernel cache)."""
     from compiler.codegen import generate
@@ -86,7 +75,6 @@ def lower_breakdown(graph, target):
     from compiler.memory import plan_memory
     from compiler.printer import value_names
 
-    fresh_kernel_cache()
     seconds = {}
     start = time.perf_counter()
     plan = fuse(graph)
@@ -98,29 +86,26 @@ def lower_breakdown(graph, target):
     names = kernel_names(value_names(graph))
     sources = [generate(k, names, target) for k in schedule.kernels]
     seconds["codegen"] = time.perf_counter() - start
-    start = time.perf_counter()
-    for text in sources:
-        kernel_cache.load(text, target.interpret)
-    seconds["import"] = time.perf_counter() - start
+    with cold_kernel_cache():
+        start = time.perf_counter()
+        for text in sources:
+            kernel_cache.load(text, target.interpret)
+        seconds["import"] = time.perf_counter() - start
     start = time.perf_counter()
     plan_memory(schedule)
     seconds["memory_plan"] = time.perf_counter() - start
     return seconds
 
 
-def warm_up():
-    """Import torch and Triton and load one kernel before timing anything: the first compile
-    of a process would otherwise count those imports as its "lower" pass."""
-    import ops as O
-
-    fresh_kernel_cache()
-    C.compile(lambda x: O.exp(x), O.spec((4,)), backend="interpret")
-
-
 def bench(name, fn, specs, argnums, arrays):
+    """One model's row: compiled with a cold kernel cache, and run from that cache."""
+    with cold_kernel_cache():
+        return measure(fn, specs, argnums, arrays)
+
+
+def measure(fn, specs, argnums, arrays):
     from runtime.triton_executor import make_target
 
-    fresh_kernel_cache()
     start = time.perf_counter()
     step = C.compile(fn, *specs, grad_argnums=argnums, backend="interpret")
     wall = time.perf_counter() - start

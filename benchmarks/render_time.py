@@ -21,8 +21,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import compiler as C  # noqa: E402
-from compile_time import resnet18, resnet18_specs, write_json  # noqa: E402
+from compile_time import resnet18, resnet18_specs  # noqa: E402
 from runtime import zoo  # noqa: E402
+from runtime.bench import write_json  # noqa: E402
 
 GOAL_SECONDS = 10.0
 DEFAULT_OUT = os.path.join(HERE, "results", "render_time.json")

@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import itertools
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -50,7 +48,7 @@ sys.path.insert(0, HERE)
 
 import compiler as C  # noqa: E402
 import ops as O  # noqa: E402
-from compile_time import write_json  # noqa: E402
+from runtime.bench import measure_gpu_step, write_json  # noqa: E402
 from runtime.datasets import batches, digits_split  # noqa: E402
 from runtime.train import OPTIMIZERS, _reconstruction_loss, fit  # noqa: E402
 from runtime.zoo import RECONSTRUCTS, network, networks  # noqa: E402
@@ -153,6 +151,8 @@ def torch_step(name, compiled):
     """The twin's training step on the GPU, in eager mode or through torch.compile."""
     reconstruct = name in RECONSTRUCTS
     twin = torch_twin(network(name).init(SEED, input_shape=INPUT)).cuda().train()
+    if compiled:
+        torch._dynamo.reset()            # else every Sequential shares one code object's recompile limit
     forward = torch.compile(twin) if compiled else twin
     return torch_train_step(forward, torch_optimizer(OPTIMIZER, twin.parameters(), LR), torch_loss(reconstruct),
                             "cuda", reconstruct)
@@ -160,24 +160,6 @@ def torch_step(name, compiled):
 
 RUNNERS = {"chainrule_triton": chainrule_step, "torch_eager": functools.partial(torch_step, compiled=False),
            "torch_compile": functools.partial(torch_step, compiled=True)}
-
-
-def measure_on_gpu(make_step, name, train):
-    """Median seconds per step (CUDA events, after WARMUP steps) and peak bytes allocated."""
-    gc.collect()                                 # the previous run's tensors go before the baseline
-    before = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step = make_step(name)
-    times = []
-    for k, (x, y) in enumerate(fit_batches(*train, WARMUP + TIMED_STEPS)):
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        step(x, y)
-        end.record()
-        end.synchronize()
-        if k >= WARMUP:
-            times.append(begin.elapsed_time(end) / 1e3)
-    return {"seconds_per_step": statistics.median(times), "peak_bytes": torch.cuda.max_memory_allocated() - before}
 
 
 def gpu_comparison(names, train):
@@ -191,7 +173,9 @@ def gpu_comparison(names, train):
     print(f"{'model':11s} " + " ".join(f"{runner + ' ms':>20s} {'MiB':>7s}" for runner in RUNNERS))
     rows = {}
     for name in names:
-        rows[name] = {runner: measure_on_gpu(make, name, train) for runner, make in RUNNERS.items()}
+        steps = list(fit_batches(*train, WARMUP + TIMED_STEPS))       # each step its own batch
+        rows[name] = {runner: measure_gpu_step(functools.partial(make, name), steps, WARMUP, TIMED_STEPS)
+                      for runner, make in RUNNERS.items()}
         print(f"{name:11s} " + " ".join(f"{r['seconds_per_step'] * 1e3:20.3f} {r['peak_bytes'] / 2 ** 20:7.1f}"
                                         for r in rows[name].values()))
     return {"device": device, "tf32": False, "warmup_steps": WARMUP, "timed_steps": TIMED_STEPS, "models": rows}

@@ -39,6 +39,12 @@ def main(argv=None):
     graph.add_argument("--batch-size", type=int, default=64)
     graph.add_argument("--collapse", default="auto", choices=["auto", "none", "1", "2"],
                        help="draw each call of a composite or layer as one box (auto: for large graphs)")
+    bench = commands.add_parser("bench", help="the benchmark suite: compile, fusion, memory and step time against "
+                                              "torch (and, on a GPU, kernels and training steps); writes JSON and "
+                                              "Markdown")
+    from .bench import add_arguments
+
+    add_arguments(bench)
     args = parser.parse_args(argv)
 
     if args.command == "kernels":
@@ -59,6 +65,12 @@ def main(argv=None):
     if args.command == "graph":
         collapse = {"auto": "auto", "none": None}.get(args.collapse, args.collapse)
         return draw_graphs(args.model, args.out, args.format, args.batch_size, collapse)
+
+    if args.command == "bench":
+        from .bench import run as run_bench
+
+        run_bench(quick=args.quick, models=args.models, out=args.out, torch_compile=args.torch_compile)
+        return 0
 
     if args.command == "demo":
         from .demo import run
