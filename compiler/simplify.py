@@ -39,13 +39,18 @@ def _key(value):
     return (type(value).__name__, value)
 
 
+COMMUTATIVE = ("add", "mul", "maximum", "minimum", "eq", "ne")
+
+
 def cse(graph):
-    """Two nodes with the same op, inputs and attributes compute the same value: keep one.
-    (Random numbers too: `rand` is a function of its seed.)"""
+    """Two nodes with the same op, inputs and attributes compute the same value: keep one;
+    for a commutative op, inputs in either order (0.5·x and x·0.5). (Random numbers too:
+    `rand` is a function of its seed.)"""
     seen = {}
 
     def rewrite(node, inputs):
-        key = (node.op, tuple(t.node.id for t in inputs), _key(node.attrs))
+        ids = tuple(t.node.id for t in inputs)
+        key = (node.op, tuple(sorted(ids)) if node.op in COMMUTATIVE else ids, _key(node.attrs))
         if key not in seen:
             seen[key] = copy_node(node, inputs)
         return seen[key]

@@ -548,3 +548,11 @@ def test_a_broadcast_one_or_zero_is_an_identity_only_when_the_shape_stays(rng):
     g = C.trace(lambda x: ones((2, 3, 4)) * x, O.spec((3, 4), "float64"))     # broadcasts x: stays
     assert count(C.simplify(g), "mul") == 1
     same_results(g, C.simplify(g), [nonzero(rng, (3, 4))])
+
+
+def test_cse_knows_that_add_and_mul_commute(rng):
+    g = C.trace(lambda x, y: (0.5 * x) * (x * 0.5) + (x + y) * (y + x) - O.maximum(x, y) + O.maximum(y, x),
+                O.spec((3,), "float64"), O.spec((3,), "float64"))
+    s = C.cse(g)
+    assert count(s, "mul") == 3 and count(s, "maximum") == 1 and count(s, "add") == 3     # x+y once, + twice
+    same_results(g, s, [nonzero(rng, (3,)), nonzero(rng, (3,))])

@@ -245,7 +245,7 @@ def through_an_input(w, x, c):
 
 def through_a_saved_input(w, x, c):
     t = c + 1.0
-    return O.sum(O.exp(t @ w) * c)   # now the backward reads c anyway
+    return O.sum(O.exp(t @ w) * c * c)   # now the backward reads c anyway (for c * c)
 
 
 def test_remat_counts_an_input_it_would_start_reading(rng):

@@ -159,20 +159,23 @@ momentum_step = C.simplify(C.trace(descent_step(momentum), *[O.spec(()) for _ in
 print(momentum_step)
 halves = [n for n in momentum_step.nodes if n.op == "mul" and any(i.is_scalar_const and i.attrs["value"] == 0.5
                                                                 for i in n.inputs)]
-assert [n.role for n in halves] == ["forward", "backward"]      # 0.5·x and x·0.5, both kept (see below)
+assert [n.role for n in halves] == ["forward"]      # 0.5·x and the backward's x·0.5: one node (see below)
+sums = [n for n in momentum_step.nodes if n.op == "add" and n.role == "backward"]
+assert len(sums) == 2 and all(n.inputs[0] is n.inputs[1] for n in sums)
 tut.show(forward_dot(momentum_step, params=momentum_step.inputs[:2],
                      title="one momentum step on the valley: the gradient, then the update"),
          "momentum_step")
 
 # %% [markdown]
 # **What you should see:** two copies of the same picture, one per coordinate. `0.5 * x * x` is
-# (0.5·x)·x and reads x twice, so ∂f/∂x arrives along two paths: the forward's `mul (0.5)` (blue: 0.5·x, computed for
-# the loss and reused) and the backward's `mul (0.5)` (orange: x·0.5), added by the Σ node —
-# 0.5x + 0.5x = x, the gradient. For y the two paths give 12.5y + 12.5y = 25y. Below the Σ is
-# the update, four nodes: `mul (0.9)` of the momentum buffer, the `add` that makes the new
-# buffer (an output, amber), `mul (0.02)` (the learning rate, baked in as a constant here) and
-# the `sub` that makes the new x. (Simplify did not merge `0.5·x` and `x·0.5` into one node:
-# its common-subexpression pass does not yet know that `mul` commutes.)
+# (0.5·x)·x and reads x twice, so ∂f/∂x arrives along two paths: through the first factor,
+# ∂/∂(0.5·x) of (0.5·x)·x = x, times 0.5 — that is x·0.5 — and through the second, 0.5·x. The
+# backward's x·0.5 is the forward's 0.5·x with its factors swapped; simplify's
+# common-subexpression pass knows that `mul` commutes and keeps one node, so the Σ adds the
+# forward's `mul (0.5)` to itself: 0.5x + 0.5x = x, the gradient. For y: 12.5y + 12.5y = 25y.
+# Below the Σ is the update, four nodes: `mul (0.9)` of the momentum buffer, the `add` that
+# makes the new buffer (an output, amber), `mul (0.02)` (the learning rate, baked in as a
+# constant here) and the `sub` that makes the new x.
 #
 # Now run each rule for 100 steps from (−9, 1.5). The steps are compiled once per
 # optimizer (`C.jit`); the NumPy reference backend runs them, since the kernels of a graph
