@@ -25,6 +25,7 @@ from . import ir
 from .autodiff import grad_graph
 from .remat import regenerate_random
 from .errors import ArgumentError, ChainruleError
+from .graphs import carried_nodes
 from .graphs import replay
 from .simplify import simplify
 
@@ -224,9 +225,7 @@ class Program:
             if getattr(self, "_memory", None) is None:
                 from .memory import plan_memory
 
-                graph = self.graph
-                self._memory = plan_memory(self.schedule, carried=[(graph.inputs[i], graph.outputs[j])
-                                                                   for i, j in self.carry])
+                self._memory = plan_memory(self.schedule, carried=carried_nodes(self.graph, self.carry))
             plan = self._memory
         return plan
 
@@ -240,8 +239,7 @@ class Program:
                 from .fusion import fuse
                 from .lower import lower
 
-                graph = self.graph
-                self._schedule = lower(graph, fuse(graph), [(graph.inputs[i], graph.outputs[j]) for i, j in self.carry])
+                self._schedule = lower(self.graph, fuse(self.graph), carried_nodes(self.graph, self.carry))
             schedule = self._schedule
         return schedule
 

@@ -85,3 +85,9 @@ def connected_parts(nodes, joined=lambda producer, consumer: True):
     for n in nodes:
         found.setdefault(root(n), []).append(n)
     return list(found.values())
+
+
+def carried_nodes(graph, carry):
+    """compile(carry=...)'s (input position, output position) pairs as (input node, output
+    node) of `graph`: the value that output j replaces at the next call."""
+    return [(graph.inputs[i], graph.outputs[j]) for i, j in carry]

@@ -21,6 +21,7 @@ import numpy as np
 from compiler.codegen import Target, generate
 from compiler.codegen.common import kernel_names
 from compiler import fusion
+from compiler.graphs import carried_nodes
 from compiler.lower import Literal, View, lower
 from compiler.memory import plan_memory, verify
 from compiler.printer import value_names
@@ -81,7 +82,7 @@ class TritonExecutor:
         self.target = target
         self.poison = poison
         self.fusion = fusion.fuse(graph) if fuse else None
-        self.carry = [(graph.inputs[i], graph.outputs[j]) for i, j in carry]
+        self.carry = carried_nodes(graph, carry)
         self.schedule = lower(graph, self.fusion, self.carry)
         self.names = kernel_names(value_names(graph))
         self.sources = [generate(k, self.names, target) for k in self.schedule.kernels]
