@@ -136,7 +136,7 @@ class Program:
     and what the compile cost."""
 
     def __init__(self, fn, specs, static=None, grad_argnums=None, backend=None, with_value=True, remat=False,
-                 has_aux=False, carry=None):
+                 has_aux=False, carry=None, autotune=None, replay=None):
         from runtime.backends import executor_for, resolve
 
         self.backend = resolve(backend)
@@ -167,8 +167,12 @@ class Program:
             self._lap("remat", start)
         self.carry = _carry_pairs(self.graph, carry, grad_argnums)
         start = time.perf_counter()
-        self.executor = executor_for(self.graph, self.backend, self.carry)
+        self.executor = executor_for(self.graph, self.backend, self.carry, autotune=autotune, replay=replay)
         self._lap("lower", start)
+        tuned = getattr(self.executor, "autotune_seconds", 0.0)
+        if getattr(self.executor, "autotune", False):       # timing the kernels' candidates is a pass of its own
+            self.compile_seconds["lower"] -= tuned
+            self.compile_seconds["autotune"] = tuned
         carried = {i for i, _ in self.carry}
         self.specs = [Spec(n.shape, n.dtype) for i, n in enumerate(self.forward.inputs) if i not in carried]
         self.free_inputs = [n for i, n in enumerate(self.forward.inputs) if i not in carried]
@@ -297,16 +301,20 @@ class Program:
         from .saved import saved_report
 
         files.append(("05_saved.txt", saved_report(self.graph, before=self.before_remat)))
+        if hasattr(self.executor, "autotune_text"):                  # the Triton backends
+            files.append(("06_autotune.txt", self.executor.autotune_text()))
         files += [(os.path.join("kernels", name), text) for name, text in self.executor.files()]
         if getattr(self.executor, "schedule", None) is not None:     # the reference backend has no kernels
             from runtime.repro import run_script
 
             files.append(("run.py", run_script(self.executor)))
+        from runtime.kernel_cache import write_atomic
+
         written = []
         for name, text in files:
             path = os.path.join(directory, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _write_atomic(path, text)
+            write_atomic(path, text)
             written.append(path)
         return written + self.render(directory, quiet=True)
 
@@ -357,21 +365,6 @@ class Program:
         return bundle
 
 
-def _write_atomic(path, text):
-    import os
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _positions(graph, static, argnums):
     """argnums count every positional argument; map them to traced inputs."""
     argnums = (argnums,) if isinstance(argnums, numbers.Integral) else tuple(argnums)
@@ -391,14 +384,18 @@ def _positions(graph, static, argnums):
     return tuple(positions)
 
 
-def compile(fn, *specs, grad_argnums=None, backend=None, remat=False, carry=None):
+def compile(fn, *specs, grad_argnums=None, backend=None, remat=False, carry=None, autotune=None, replay=None):
     """Compile fn for inputs described by `specs`. With grad_argnums, the Program returns
     (value, gradients). `carry` ({input position: output position}) makes that output feed
     that input at the next call, kept on the device and written over in place where safe (a
     training step's parameters and optimizer state): load the first values with
     `program.load_state(arrays)`, then pass only the other inputs; `program.state()` reads
-    them back."""
-    return Program(fn, specs, grad_argnums=grad_argnums, backend=backend, remat=remat, carry=carry)
+    them back. `autotune`: time each matmul and conv kernel's block sizes at compile time and
+    keep the fastest (runtime/autotune.py); `replay`: from the second call on, replay the
+    recorded launches (a CUDA graph on a GPU, runtime/replay.py). None: on for a GPU, off
+    under the interpreter."""
+    return Program(fn, specs, grad_argnums=grad_argnums, backend=backend, remat=remat, carry=carry,
+                   autotune=autotune, replay=replay)
 
 
 def _carry_pairs(graph, carry, grad_argnums):

@@ -38,7 +38,7 @@ class TrainStep:
     calls; `params`, `states` and `opt_state` copy them out, and the model's own arrays are
     brought up to date whenever it reads them, so `model(x)` sees the trained weights."""
 
-    def __init__(self, model, loss, optimizer, x_spec, y_spec, backend=None, lr=None):
+    def __init__(self, model, loss, optimizer, x_spec, y_spec, backend=None, lr=None, autotune=None, replay=None):
         from ops.tensor import spec as make_spec
 
         from .api import compile, value_and_grad
@@ -78,12 +78,13 @@ class TrainStep:
         carried = params + states + opt_state
         specs = [make_spec(a.shape, str(a.dtype)) for a in carried] + [make_spec((), "float32"), x_spec, y_spec]
         # input k (a parameter, a state, an optimizer state) is fed by output 2 + k (its new value)
-        self.program = compile(train_step, *specs, backend=backend, carry={k: 2 + k for k in range(len(carried))})
+        self.program = compile(train_step, *specs, backend=backend, carry={k: 2 + k for k in range(len(carried))},
+                               autotune=autotune, replay=replay)
         self.program.param_positions = tuple(range(n_p))     # drawn as parameters
         self.program.load_state(carried)
         self._synced = True
         model.trained_by = self                # reading model.params syncs from the device (Layer)
-        self.x_spec, self.y_spec, self.backend = x_spec, y_spec, backend
+        self.x_spec, self.y_spec, self.backend, self.autotune = x_spec, y_spec, backend, autotune
         self._eval = {}
 
     def __call__(self, x, y, lr=None):
@@ -155,17 +156,18 @@ class TrainStep:
                 [inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY) for n in names])
             specs = [make_spec(a.shape, str(a.dtype)) for a in params + states] + \
                 [make_spec(x.shape, self.x_spec.dtype)]
-            program = self._eval[x.shape] = compile(predict, *specs, backend=self.backend)
+            program = self._eval[x.shape] = compile(predict, *specs, backend=self.backend, autotune=self.autotune)
         return program.run([*params, *states, x])[0]
 
 
-def compile_train_step(model, loss, optimizer, x_spec, y_spec, backend=None, lr=None):
+def compile_train_step(model, loss, optimizer, x_spec, y_spec, backend=None, lr=None, autotune=None, replay=None):
     """The whole training step of `model` under `loss` and `optimizer` as one compiled program
-    (see the module docstring). The model must be built (`model.init(...)`)."""
+    (see the module docstring). The model must be built (`model.init(...)`). autotune, replay:
+    as for `compile` (on a GPU both are on: tuned block sizes, the step replayed as a CUDA graph)."""
     if not model.parameters():
         raise ArgumentError(f"compile_train_step: {type(model).__name__} has no parameters; build it first "
                             "with model.init(seed, input_shape=...)")
-    return TrainStep(model, loss, optimizer, x_spec, y_spec, backend=backend, lr=lr)
+    return TrainStep(model, loss, optimizer, x_spec, y_spec, backend=backend, lr=lr, autotune=autotune, replay=replay)
 
 
 __all__ = ["TrainStep", "compile_train_step"]

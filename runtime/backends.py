@@ -21,8 +21,9 @@ def resolve(backend):
     return backend
 
 
-def executor_for(graph, backend, carry=()):
-    """carry: (input index, output index) pairs the executor keeps between calls."""
+def executor_for(graph, backend, carry=(), autotune=None, replay=None):
+    """carry: (input index, output index) pairs the executor keeps between calls. autotune,
+    replay: the Triton executor's (None: on for a GPU, off for the interpreter)."""
     backend = resolve(backend)
     if backend == "reference":
         from .reference import ReferenceExecutor
@@ -30,4 +31,4 @@ def executor_for(graph, backend, carry=()):
         return ReferenceExecutor(graph, carry)
     from .triton_executor import TritonExecutor, make_target
 
-    return TritonExecutor(graph, make_target(backend), carry=carry)
+    return TritonExecutor(graph, make_target(backend), carry=carry, autotune=autotune, replay=replay)

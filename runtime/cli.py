@@ -20,6 +20,9 @@ def main(argv=None):
     kernels.add_argument("--out", required=True, help="the folder to write (its numbered files are replaced)")
     kernels.add_argument("--batch-size", type=int, default=64)
     kernels.add_argument("--backend", default="interpret", choices=["triton", "interpret"])
+    kernels.add_argument("--autotune", action="store_true",
+                         help="time each matmul and conv kernel's block sizes and keep the fastest (always on a GPU); "
+                              "06_autotune.txt shows the times")
     train = commands.add_parser("train", help="train a model on the digits, the whole step compiled into kernels")
     train.add_argument("model", nargs="?", default="lenet",
                        help="logreg, mlp, lenet, resnet, autoencoder, or path/to/file.py:function returning layers")
@@ -48,7 +51,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.command == "kernels":
-        return write_kernels(args.model, args.out, args.batch_size, args.backend)
+        return write_kernels(args.model, args.out, args.batch_size, args.backend, args.autotune or None)
     if args.command == "train":
         if args.epochs < 1 or args.batch_size < 1 or (args.lr is not None and args.lr <= 0):
             parser.error("--epochs and --batch-size must be at least 1 and --lr positive")
@@ -83,7 +86,7 @@ def main(argv=None):
     return 0
 
 
-def _training_step(model_name, batch_size, backend):
+def _training_step(model_name, batch_size, backend, autotune=None):
     """(model, its compiled training step), or None after saying why on stderr."""
     import numpy as np
 
@@ -99,7 +102,7 @@ def _training_step(model_name, batch_size, backend):
         return None
     params = model.init(np.random.default_rng(0))
     return model, C.compile(model.loss, *model.specs(params, batch_size), grad_argnums=tuple(range(len(params))),
-                            backend=backend)
+                            backend=backend, autotune=autotune)
 
 
 def draw_graphs(model_name, out, fmt, batch_size, collapse):
@@ -112,8 +115,8 @@ def draw_graphs(model_name, out, fmt, batch_size, collapse):
     return 0
 
 
-def write_kernels(model_name, out, batch_size, backend):
-    found = _training_step(model_name, batch_size, backend)
+def write_kernels(model_name, out, batch_size, backend, autotune=None):
+    found = _training_step(model_name, batch_size, backend, autotune)
     if found is None:
         return 2
     model, step = found

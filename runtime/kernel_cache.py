@@ -40,17 +40,22 @@ def store(text):
     """The cache file holding `text`, written (or repaired) if needed."""
     path = path_for(text)
     if not _holds(path, text):
-        folder = os.path.dirname(path)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".py")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, text)
     return path
+
+
+def write_atomic(path, text):
+    """Write a file whole or not at all: a temporary file beside it, then a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _holds(path, text):

@@ -88,6 +88,11 @@ KERNELS = [
 {kernels}
 ]
 
+# the block sizes autotuning chose (06_autotune.txt); a kernel not listed launches with launch()'s own
+TUNED = {{
+{tuned}
+}}
+
 # the graph's outputs: (label, name, type, buffer, shape, strides, offset); a constant output
 # has buffer None and its value in place of the shape
 OUTPUTS = [
@@ -157,7 +162,7 @@ def run_kernels(arrays, graph):
             module = load_kernel(file)
             outputs = [poisoned(shape, dtype) for _, shape, dtype in writes]
             if all(o.numel() for o in outputs):
-                module.launch(*[env[name] for name in reads], *outputs)
+                module.launch(*[env[name] for name in reads], *outputs, **TUNED.get(file, {{}}))
             env.update((name, out) for (name, _, _), out in zip(writes, outputs))
             print(f"  {{file:<40}} -> {{', '.join(name for name, _, _ in writes)}}")
     results = []
@@ -242,6 +247,7 @@ def run_script(executor):
         for_gpu=not executor.target.interpret,
         blocks="the interpreter on the CPU" if executor.target.interpret else "the GPU",
         inputs="\n".join(inputs), kernels="\n".join(kernels), outputs="\n".join(outputs),
+        tuned="\n".join(f"    {file!r}: {config!r}," for file, config in zip(files, executor.launch_configs) if config),
         label_width=max((len(label) for label in labels), default=1),
         name_width=max((len(names[n]) for n in graph.outputs), default=1),
         type_width=max((len(n.type_str) for n in graph.outputs), default=1))

@@ -13,6 +13,11 @@ their new values out) keeps those values on the device between calls, the *persi
 the caller passes only the other inputs (a batch, the learning rate), and each carried
 output is written over the input it replaces where the memory plan proves that safe, else
 its fresh buffer simply becomes the state. Nothing crosses to the host until `state()`.
+
+Two things happen once, to make every later call cheaper: each matmul and conv kernel's
+block sizes are chosen by timing (runtime/autotune.py; on by default on a GPU), and from the
+second call on the step's launches are replayed from a recording with fixed buffers
+(runtime/replay.py: a CUDA graph on a GPU; on by default there).
 """
 from __future__ import annotations
 
@@ -75,7 +80,9 @@ def _one_blas_thread(target):
 class TritonExecutor:
     name = "triton"
 
-    def __init__(self, graph, target, poison=False, fuse=True, carry=()):
+    def __init__(self, graph, target, poison=False, fuse=True, carry=(), autotune=None, replay=None):
+        import time
+
         import torch
 
         self.graph = graph
@@ -102,6 +109,48 @@ class TritonExecutor:
         self.handed_out = {w.base for o in self.free_outputs if isinstance(w := self.schedule.location(o), View)}
         self.carried = {}                    # input node -> its tensor on the device (the persistent part)
         self.arena = None
+        # autotuning: each kernel's launch parameters, timed at compile time where it has a choice
+        self.autotune = target.device == "cuda" if autotune is None else bool(autotune)
+        self.tunings, self.launch_configs = [], [{} for _ in self.schedule.kernels]
+        start = time.perf_counter()
+        if self.autotune:
+            self._tune()
+        self.autotune_seconds = time.perf_counter() - start
+        self.replay = target.device == "cuda" if replay is None else bool(replay)
+        self.recording, self.calls = None, 0
+
+    def _tune(self):
+        from . import autotune
+
+        with _one_blas_thread(self.target), np.errstate(all="ignore"):     # random inputs: sqrt(-1) is nan, quietly
+            for i, (kernel, module, text) in enumerate(zip(self.schedule.kernels, self.modules, self.sources)):
+                if autotune.candidates(module) is not None:
+                    tuning = autotune.tune(kernel.name, text, module, lambda: self._random_args(kernel), self.target)
+                    self.tunings.append(tuning)
+                    self.launch_configs[i] = tuning.config
+
+    def _random_args(self, kernel):
+        """Inputs of a kernel's shapes, drawn at random (constants as they are), and fresh outputs."""
+        import torch
+
+        inputs = []
+        for view in kernel.inputs.values():
+            if not isinstance(view, View):
+                continue
+            node = view.base
+            if node in self.constants:
+                inputs.append(self.constants[node])
+            elif node.dtype in ("float32", "float64"):
+                inputs.append(torch.randn(node.shape, dtype=torch_dtype(node.dtype), device=self.device))
+            else:                          # masks, labels: small values, valid as indices too
+                inputs.append(torch.randint(0, 2, node.shape, device=self.device).to(torch_dtype(node.dtype)))
+        outputs = [torch.empty(node.shape, dtype=torch_dtype(node.dtype), device=self.device) for node in kernel.outputs]
+        return inputs, outputs
+
+    def carried_in_place(self, new):
+        """Whether a carried output's kernel writes it over the old value."""
+        where = self.schedule.location(new)
+        return isinstance(where, View) and where.base in self.written_over
 
     def load_state(self, arrays):
         """Put the carried values (in `carry` order) on the device, once."""
@@ -109,6 +158,7 @@ class TritonExecutor:
 
         self.carried = {source: torch.from_numpy(np.array(array, dtype=source.dtype)).to(self.device)
                         for (source, _), array in zip(self.carry, arrays)}
+        self.recording = None              # it holds the old tensors: record again
 
     def state(self):
         """The carried values now, copied to NumPy (in `carry` order)."""
@@ -124,23 +174,32 @@ class TritonExecutor:
             self.arena = torch.empty(self.plan.arena_bytes, dtype=torch.uint8, device=self.device)
         if self.carry and not self.carried:
             raise RuntimeError("this program carries state: call load_state(arrays) before running it")
+        if self.replay and observe is None and self.calls:   # the first call compiled every kernel
+            with _one_blas_thread(self.target):
+                if self.recording is None:
+                    from .replay import Recording
+
+                    self.recording = Recording(self)
+                return self.recording(args)
+        self.calls += 1
+        self.recording = None               # this call may move the state: a recording would hold the old
         env = dict(self.constants)
         env.update(self.carried)
         for node, array in zip(self.free_inputs, args):
             env[node] = torch.from_numpy(np.ascontiguousarray(array, dtype=node.dtype)).to(self.device)
         with np.errstate(all="ignore"), _one_blas_thread(self.target):   # log(0) is -inf, quietly
-            for kernel, module in zip(self.schedule.kernels, self.modules):
+            for kernel, module, config in zip(self.schedule.kernels, self.modules, self.launch_configs):
                 inputs = [env[view.base] for view in kernel.inputs.values() if isinstance(view, View)]
                 outputs = [self._allocate(node) for node in kernel.outputs]
                 if all(o.numel() for o in outputs):
-                    module.launch(*inputs, *outputs)
+                    module.launch(*inputs, *outputs, **config)
                 env.update(zip(kernel.outputs, outputs))
                 if observe is not None:
                     observe(kernel, dict(zip(kernel.outputs, outputs)))
         for source, new in self.carry:       # the new state: written in place, or its fresh buffer
-            where = self.schedule.location(new)
-            if isinstance(where, View) and where.base in self.written_over:
+            if self.carried_in_place(new):
                 continue
+            where = self.schedule.location(new)
             value = self._value(new, env)     # a result buffer no one else is handed is taken as it is
             taken = isinstance(where, View) and where.base in self.results and where.base not in self.handed_out
             self.carried[source] = value.contiguous() if taken else value.clone()
@@ -196,6 +255,11 @@ class TritonExecutor:
             rows.append({"name": kernel.name, "family": kernel.family,
                          "nodes": [self.names[n] for n in kernel.nodes], "bytes_read": reads, "bytes_written": writes})
         return rows
+
+    def autotune_text(self):
+        from . import autotune
+
+        return autotune.text(self.tunings, self.target, self.autotune)
 
     def files(self):
         """(file name, text) of every kernel, numbered in launch order."""

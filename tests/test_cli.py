@@ -53,3 +53,18 @@ def test_unknown_model_is_a_clear_error(tmp_path, capsys):
     assert main(["kernels", "alexnet", "--out", str(tmp_path)]) == 2
     assert "unknown model 'alexnet'" in capsys.readouterr().err
     assert not os.listdir(tmp_path)                          # nothing half-written
+
+
+def test_kernels_with_autotune_logs_each_choice_and_a_second_run_reads_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAINRULE_CACHE_DIR", str(tmp_path / "cache"))
+    for out in ("a", "b"):
+        assert main(["kernels", "resnet", "--out", str(tmp_path / out), "--batch-size", "64", "--autotune"]) == 0
+    first, second = _read_tree(tmp_path / "a"), _read_tree(tmp_path / "b")
+    log = first["06_autotune.txt"]
+    tuned = [line.split(":")[0] for line in log.splitlines() if line.endswith("measured by this compile")]
+    assert tuned and all(name.startswith("k") and "conv2d" in name for name in tuned), log
+    assert log.count("<- chosen") == len(tuned)
+    # the second compile times nothing: the same choices, read from the cache, and the same kernels
+    assert second["06_autotune.txt"].count("from the cache") == len(tuned)
+    assert {n: t for n, t in first.items() if n.startswith("kernels")} == \
+        {n: t for n, t in second.items() if n.startswith("kernels")}

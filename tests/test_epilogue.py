@@ -175,7 +175,7 @@ def test_what_stays_apart_and_why(rng):
     check(f, x, w, v)
 
 
-def test_the_gpu_source_is_valid_python_with_an_autotuned_epilogue(rng):
+def test_the_gpu_source_is_valid_python_with_gpu_launch_parameters_and_an_epilogue(rng):
     def f(x, w, b, c, k):
         return O.relu(O.linear(x, w, b)), O.relu(O.conv2d(c, k, padding=1) + 1.0)
 
@@ -187,7 +187,7 @@ def test_the_gpu_source_is_valid_python_with_an_autotuned_epilogue(rng):
     assert len(sources) == 2
     for text in sources:
         ast.parse(text)
-        assert "@triton.autotune" in text and "epilogue:" in text
+        assert "num_warps=num_warps" in text and "epilogue:" in text
 
 
 def epilogues_off(monkeypatch):

@@ -209,8 +209,9 @@ def test_float64_and_mixed_dtypes(rng):
 
 
 def test_generated_source():
-    """The interpreter gets one big tile and no autotuning; a GPU gets autotune configs
-    and tf32 when allowed; the three kernels share the same GEMM skeleton."""
+    """The interpreter gets one big tile and no GPU launch parameters; a GPU gets configs for
+    the autotuner (runtime/autotune.py) and tf32 when allowed; the three kernels share the same
+    GEMM skeleton."""
     in_shape, w_shape, out_shape, attrs = _shapes((2, 3, 7, 6, 4, 3, 3, (2, 1), (1, 1), (1, 1)))
     graph = C.trace(_all_three(in_shape, w_shape, attrs), O.spec(in_shape), O.spec(w_shape), O.spec(out_shape))
     names = value_names(graph)
@@ -218,8 +219,9 @@ def test_generated_source():
     for kernel in kernels:
         cpu = conv_codegen.generate(kernel, names, Target())
         gpu = conv_codegen.generate(kernel, names, Target(device="cuda", interpret=False, allow_tf32=True))
-        assert "autotune" not in cpu and 'input_precision="ieee"' in cpu
-        assert "@triton.autotune" in gpu and 'input_precision="tf32"' in gpu
+        assert "num_warps" not in cpu and 'input_precision="ieee"' in cpu
+        assert "num_warps=num_warps" in gpu and 'input_precision="tf32"' in gpu
+        assert "@triton.autotune" not in gpu                  # our autotuner chooses, and logs the choice
         assert "tl.dot(" in cpu and "for k_start in range(" in cpu and "atomic" not in cpu
     grad_input = conv_codegen.generate(kernels[1], names, Target())
     assert "% 2 == 0" in grad_input          # stride 2: only whole output positions are read

@@ -140,17 +140,17 @@ def test_small_blocks_walk_tiles_and_k(rng, blocks):
     assert rel_error(out.numpy(), a @ b.transpose(0, 2, 1)) < 1e-4
 
 
-def test_gpu_source_autotunes_and_interpreter_source_does_not(rng):
+def test_gpu_source_lists_configs_to_tune_with_gpu_launch_parameters(rng):
     graph = C.trace(lambda a, b: O.matmul(a, b.mT), O.spec((2, 300, 70)), O.spec((2, 40, 70)))
     executor = TritonExecutor(graph, Target())
     (kernel,) = executor.schedule.kernels
     for target in [Target(device="cuda", interpret=False), Target(device="cuda", interpret=False, allow_tf32=True)]:
         text = generate(kernel, executor.names, target)
         ast.parse(text)
-        assert "@triton.autotune" in text and "BLOCK_M=" not in text.split("def launch")[1]
+        assert "CONFIGS = [" in text and "num_warps=num_warps, num_stages=num_stages" in text.split("def launch")[1]
         assert f'input_precision="{"tf32" if target.allow_tf32 else "ieee"}"' in text
         assert '"BLOCK_N": 64' in text and '"BLOCK_N": 128' not in text     # tiles cut down to N = 40
-    assert "autotune" not in executor.sources[0] and 'input_precision="ieee"' in executor.sources[0]
+    assert "num_warps" not in executor.sources[0] and 'input_precision="ieee"' in executor.sources[0]
 
 
 def test_integer_matmul_is_refused():

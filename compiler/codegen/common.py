@@ -169,6 +169,33 @@ def describe(view, node_dtype):
     return f"{text} ({'; '.join(notes)})"
 
 
+def tuned_launch(kernel_name, args, configs, grid):
+    """The CONFIGS list and the launch() of a kernel whose block sizes are chosen by
+    measurement (runtime/autotune.py times each config on the device at compile time, keeps
+    the fastest and caches the choice). `configs`: dicts of launch parameters, the first the
+    code generator's own pick, which launch() takes by default; `grid`: the launch grid as
+    source, in terms of those parameters. One config: nothing to choose, no CONFIGS."""
+    keys = list(configs[0])
+    lines = []
+    if len(configs) > 1:
+        lines += ["# the block sizes to choose from: runtime/autotune.py times each on the device and keeps",
+                  "# the fastest; launch() on its own takes the first, the code generator's pick", "CONFIGS = ["]
+        lines += ["    {" + ", ".join(f'"{k}": {c[k]}' for k in keys) + "}," for c in configs]
+        lines += ["]", "", ""]
+    return lines + [f"def launch({args}, " + ", ".join(f"{k}={configs[0][k]}" for k in keys) + "):",
+                    f"    grid = {grid}",
+                    f"    {kernel_name}[grid]({args}, " + ", ".join(f"{k}={k}" for k in keys) + ")"]
+
+
+def distinct_configs(configs):
+    """Configs whose block sizes differ (the first of each: the others would time the same)."""
+    kept = []
+    for config in configs:
+        if all(any(config[k] != other[k] for k in config if k.startswith("BLOCK")) for other in kept):
+            kept.append(config)
+    return kept
+
+
 class KernelSource:
     """Builds the text of one generated file: header, helpers, the @triton.jit kernel and
     its launch function."""

@@ -31,13 +31,16 @@ import re
 from dataclasses import dataclass, field
 
 from ..lower import View
-from .common import TL_DTYPE, KernelSource, address
+from .common import TL_DTYPE, KernelSource, address, distinct_configs, tuned_launch
 from .epilogue import Epilogue, Rider
 
 # Under the interpreter: the elements of a conv kernel's largest tile (A's, B's or the
 # output's). Measured over the zoo ResNet's convs: ~10% faster than 2^16 or 2^18, 1.5x
 # faster than 2^15.
 INTERPRET_TILE = 1 << 17
+
+# GPU tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps) for the autotuner (runtime/autotune.py)
+GPU_CONFIGS = [(64, 64, 32, 4), (128, 64, 32, 4), (64, 128, 32, 4), (32, 32, 32, 2), (128, 128, 32, 8)]
 
 # index of a row digit in a [BLOCK_M, ...] tile, of a column digit in a [..., BLOCK_N] tile;
 # a reduction digit is a column of A's tile and a row of B's
@@ -286,7 +289,7 @@ def _emit(kernel, names, target, gemm):
     ins, outs = src.pointer_args()
     precision = "tf32" if target.allow_tf32 and node.dtype == "float32" else "ieee"
     out = names[node]
-    body = _decorators(target) + [
+    body = ["@triton.jit",
         f"def {kernel.name}({', '.join(f'{p}_ptr' for p in ins + outs)}, "
         "BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):",
         f"    # the conv GEMM: {out}[m, col] = Σ_k A[m, k] · B[k, col], with",
@@ -394,33 +397,26 @@ def _numel(digits):
     return total
 
 
-def _decorators(target):
-    if target.device != "cuda":
-        return ["@triton.jit"]
-    configs = [(64, 64, 32, 4), (128, 64, 32, 4), (64, 128, 32, 4), (32, 32, 32, 2), (128, 128, 32, 8)]
-    lines = ["@triton.autotune(configs=["]
-    lines += [f'    triton.Config({{"BLOCK_M": {bm}, "BLOCK_N": {bn}, "BLOCK_K": {bk}}}, num_warps={warps}),'
-              for bm, bn, bk, warps in configs]
-    lines += ["], key=[])   # the shapes are written into the kernel: one tuning per kernel", "@triton.jit"]
-    return lines
-
-
 def _launch(kernel, args, target, m, n, k):
-    call = ", ".join(args)
+    """The block sizes to try, the first used untuned. On a GPU: tiles the tensor cores like, cut
+    to the shapes.
+    The interpreter runs the programs one after the other and pays ~0.1 ms of Python for each
+    block operation, plus NumPy's time over the block: one program where it fits, and tiles
+    of about INTERPRET_TILE elements (the others try half and twice that). The output's
+    columns come first (a whole row of the output when it fits), then its rows; the reduction
+    walks in steps of what is left. The zoo ResNet's 16 -> 16 channel 3x3 conv over 64 8x8
+    images is one program of 4096 x 16 outputs in 5 steps of 32 (4096 x 32 tiles of A): 3x
+    faster than 16 programs of 256 x 16 outputs in one step of 256 (its reduction is 144
+    long: 44% padding)."""
     if target.device == "cuda":
-        return [f"def launch({call}):",
-                f'    grid = lambda meta: (triton.cdiv({m}, meta["BLOCK_M"]), triton.cdiv({n}, meta["BLOCK_N"]))',
-                f"    {kernel.name}[grid]({call})"]
-    # The interpreter runs the programs one after the other and pays ~0.1 ms of Python for
-    # each block operation, plus NumPy's time over the block: one program where it fits, and
-    # tiles of about INTERPRET_TILE elements. The output's columns come first (a whole row of
-    # the output when it fits), then its rows; the reduction walks in steps of what is left.
-    # The zoo ResNet's 16 -> 16 channel 3x3 conv over 64 8x8 images is one program of
-    # 4096 x 16 outputs in 5 steps of 32 (4096 x 32 tiles of A): 3x faster than 16 programs
-    # of 256 x 16 outputs in one step of 256 (its reduction is 144 long: 44% padding).
-    bn = target.tile(n, cpu_max=256)
-    bm = target.tile(m, cpu_max=INTERPRET_TILE // bn)
-    bk = target.tile(k, cpu_max=INTERPRET_TILE // max(bm, bn))
-    return [f"def launch({call}, BLOCK_M={bm}, BLOCK_N={bn}, BLOCK_K={bk}):",
-            f"    grid = (triton.cdiv({m}, BLOCK_M), triton.cdiv({n}, BLOCK_N))",
-            f"    {kernel.name}[grid]({call}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)"]
+        configs = [{"BLOCK_M": target.tile(m, 0, gpu=bm), "BLOCK_N": target.tile(n, 0, gpu=bn),
+                    "BLOCK_K": target.tile(k, 0, gpu=bk), "num_warps": warps, "num_stages": 3}
+                   for bm, bn, bk, warps in GPU_CONFIGS]
+    else:
+        configs = []
+        for budget in (INTERPRET_TILE, INTERPRET_TILE // 2, INTERPRET_TILE * 2):
+            bn = target.tile(n, cpu_max=256)
+            bm = target.tile(m, cpu_max=budget // bn)
+            configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": target.tile(k, cpu_max=budget // max(bm, bn))})
+    grid = f"(triton.cdiv({m}, BLOCK_M), triton.cdiv({n}, BLOCK_N))"
+    return tuned_launch(kernel.name, ", ".join(args), distinct_configs(configs), grid)

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import re
 
-from .common import TL_DTYPE, KernelSource, address, digits, dims_needed, next_pow2
+from .common import (TL_DTYPE, KernelSource, address, digits, dims_needed, distinct_configs, next_pow2,
+                     tuned_launch)
 from .epilogue import Epilogue, Rider
 
-# GPU tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the autotuner, suited to
+# GPU tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the autotuner (runtime/autotune.py), suited to
 # Hopper: float32 goes through the tensor cores (tf32) or plain FMAs (ieee); float64 tiles
 # are smaller since each element takes twice the shared memory.
 GPU_CONFIGS = {
@@ -75,10 +76,7 @@ def generate(kernel, names, target):
     ins, outs = src.pointer_args()
     params = ", ".join([f"{p}_ptr" for p in ins + outs] +
                        ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr"])
-    body = []
-    if not target.interpret:
-        body += _autotune(node.dtype, M, N, K)
-    body += ["@triton.jit", f"def {kernel.name}({params}):",
+    body = ["@triton.jit", f"def {kernel.name}({params}):",
              f"    # {formula}",
              f"    # one program computes one BLOCK_M x BLOCK_N tile of the [{M},{N}] output"
              + (" of one batch entry" if batched else ""),
@@ -115,20 +113,9 @@ def generate(kernel, names, target):
     src.body = body
 
     args = ", ".join(ins + outs)
-    if target.interpret:
-        # few, large programs: a 1024^3 product takes ~1.3 s with 128^3 tiles, ~0.3 s with these
-        block_m, block_n, block_k = target.tile(M, cpu_max=256), target.tile(N, cpu_max=256), target.tile(K, cpu_max=512)
-        grid = _tile_count(M, N, "BLOCK_M", "BLOCK_N")
-        src.launch = [f"def launch({args}, BLOCK_M={block_m}, BLOCK_N={block_n}, BLOCK_K={block_k}):",
-                      f"    grid = ({grid}, {batches})" if batched else f"    grid = ({grid},)",
-                      f"    {kernel.name}[grid]({args}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)"]
-    else:
-        grid = _tile_count(M, N, 'meta["BLOCK_M"]', 'meta["BLOCK_N"]')
-        src.launch = [f"def launch({args}):",
-                      "    # the block sizes are the autotuner's choice, made on the first call",
-                      f"    grid = lambda meta: ({grid}, {batches})" if batched else
-                      f"    grid = lambda meta: ({grid},)",
-                      f"    {kernel.name}[grid]({args})"]
+    grid = _tile_count(M, N, "BLOCK_M", "BLOCK_N")
+    src.launch = tuned_launch(kernel.name, args, _configs(node.dtype, M, N, K, target),
+                              f"({grid}, {batches})" if batched else f"({grid},)")
     return src.text()
 
 
@@ -136,19 +123,18 @@ def _tile_count(M, N, block_m, block_n):
     return f"triton.cdiv({M}, {block_m}) * triton.cdiv({N}, {block_n})"
 
 
-def _autotune(dtype, M, N, K):
-    """The autotuner's candidates, each tile edge cut down to what the shapes need."""
-    configs = []
-    for bm, bn, bk, warps, stages in GPU_CONFIGS[dtype]:
-        tiles = (min(bm, _edge(M)), min(bn, _edge(N)), min(bk, _edge(K)))
-        if tiles not in [c[:3] for c in configs]:
-            configs.append(tiles + (warps, stages))
-    lines = ["@triton.autotune(configs=["]
-    lines += [f'    triton.Config({{"BLOCK_M": {bm}, "BLOCK_N": {bn}, "BLOCK_K": {bk}}}, '
-              f"num_warps={warps}, num_stages={stages}),"
-              for bm, bn, bk, warps, stages in configs]
-    lines.append("], key=[])   # the shapes are fixed in this file: one tuning serves every call")
-    return lines
+def _configs(dtype, M, N, K, target):
+    """The block sizes to try, each tile edge cut down to what the shapes need, the first
+    the one used untuned. Under the interpreter few, large programs win (a 1024^3 product:
+    ~1.3 s with 128^3 tiles, ~0.3 s with 256 x 256 x 512); the others try smaller tiles
+    and a longer step along k."""
+    if target.interpret:
+        tiles = [(target.tile(M, cpu_max=256), target.tile(N, cpu_max=256), target.tile(K, cpu_max=512)),
+                 (target.tile(M, cpu_max=128), target.tile(N, cpu_max=128), target.tile(K, cpu_max=128)),
+                 (target.tile(M, cpu_max=256), target.tile(N, cpu_max=256), target.tile(K, cpu_max=2048))]
+        return distinct_configs([{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk} for bm, bn, bk in tiles])
+    return distinct_configs([{"BLOCK_M": min(bm, _edge(M)), "BLOCK_N": min(bn, _edge(N)), "BLOCK_K": min(bk, _edge(K)),
+                     "num_warps": warps, "num_stages": stages} for bm, bn, bk, warps, stages in GPU_CONFIGS[dtype]])
 
 
 def _pointers(name, view, index, tile_shape):

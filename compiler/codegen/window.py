@@ -24,7 +24,7 @@ import numpy as np
 
 from ..printer import node_code
 from .epilogue import Epilogue
-from .common import TL_DTYPE, KernelSource, address
+from .common import TL_DTYPE, KernelSource, address, tuned_launch
 
 FORWARD = ("window_sum", "window_argmax", "window_gather")
 # Names the kernels use for their own variables; a graph value with one of these names is
@@ -54,7 +54,7 @@ def generate(kernel, names, target):
     labels = ("n", "c", "out_h", "out_w") if forward else ("n", "c", "in_h", "in_w")
     index_lines, index = _split(lanes, "offs", labels)
     what = "window (out_h, out_w) of image (n, c)" if forward else "input cell (n, c, in_h, in_w)"
-    body = [*_decorator(target), "@triton.jit", f"def {kernel.name}({params}):",
+    body = ["@triton.jit", f"def {kernel.name}({params}):",
             f"    # a lane per element of the {node.type_str} output: {what}",
             f"    offs = tl.program_id(0) * BLOCK + {target.arange('BLOCK')}",
             f"    mask = offs < {total}"]
@@ -72,24 +72,11 @@ def generate(kernel, names, target):
             body.append(f"    tl.store({names[out]}_ptr + offs, {names[out]}, mask=mask)")
     src.body = body
     args = ", ".join(ins + outs)
-    if target.interpret:
-        src.launch = [f"def launch({args}, BLOCK={target.pointwise_block(total)}):",
-                      f"    grid = (triton.cdiv({total}, BLOCK),)",
-                      f"    {kernel.name}[grid]({args}, BLOCK=BLOCK)"]
-    else:
-        src.launch = [f"def launch({args}):",
-                      f"    grid = lambda meta: (triton.cdiv({total}, meta['BLOCK']),)",
-                      f"    {kernel.name}[grid]({args})"]
+    # on a GPU the autotuner picks the block (runtime/autotune.py); under the interpreter, the largest
+    configs = ([{"BLOCK": target.pointwise_block(total)}] if target.interpret else
+               [{"BLOCK": 256, "num_warps": 4}, {"BLOCK": 512, "num_warps": 4}, {"BLOCK": 1024, "num_warps": 8}])
+    src.launch = tuned_launch(kernel.name, args, configs, f"(triton.cdiv({total}, BLOCK),)")
     return src.text()
-
-
-def _decorator(target):
-    """On a GPU, let Triton pick the block size once (the shapes are baked in: nothing to key on)."""
-    if target.interpret:
-        return []
-    return ["@triton.autotune(configs=[triton.Config({'BLOCK': 256}, num_warps=4),",
-            "                          triton.Config({'BLOCK': 512}, num_warps=4),",
-            "                          triton.Config({'BLOCK': 1024}, num_warps=8)], key=[])"]
 
 
 def _split(shape, flat, labels):
