@@ -117,8 +117,9 @@ def make_network(name):
     return network(name)
 
 
-def chainrule_step(model, work, backend):
-    """The model's whole training step compiled as `chainrule train` compiles it: step(x, y)."""
+def chainrule_step(model, work, backend, **options):
+    """The model's whole training step compiled as `chainrule train` compiles it: step(x, y).
+    options: compile's autotune and replay (default: on for a GPU, off for the interpreter)."""
     import compiler as C
     import ops as O
 
@@ -126,7 +127,7 @@ def chainrule_step(model, work, backend):
 
     return C.compile_train_step(model, O.cross_entropy, OPTIMIZERS[OPTIMIZER](LR),
                                 O.spec((work.batch, *work.input_shape)), O.spec((work.batch,), "int64"),
-                                backend=backend)
+                                backend=backend, **options)
 
 
 def torch_step(model, device, compiled=False):
@@ -257,7 +258,11 @@ def cpu_row(work, repeat, torch_compile):
     with cold_kernel_cache():
         step = chainrule_step(model, work, backend="interpret")
         interpreter = median_seconds(rotating(step, batches), warmup=1, repeat=repeat)
-    report = step.program.report()
+        report = step.program.report()
+        # the same step with every matmul and conv kernel's block sizes timed, replayed from a recording
+        tuned = chainrule_step(work.build(), work, backend="interpret", autotune=True, replay=True)
+        tuned_seconds = median_seconds(rotating(tuned, batches), warmup=2, repeat=repeat)
+    tunings = tuned.program.executor.tunings
     seconds = {**report["compile_seconds"], "total": sum(report["compile_seconds"].values())}
     eager_seconds = median_seconds(rotating(eager, batches), warmup=3, repeat=max(4 * repeat, 5))
     cold = torch_compile_cold(work) if torch_compile else None
@@ -272,6 +277,9 @@ def cpu_row(work, repeat, torch_compile):
             "arena_over_lower_bound": report["arena_bytes"] / report["live_lower_bound_bytes"],
             "interpreter_step_seconds": interpreter, "torch_eager_step_seconds": eager_seconds,
             "interpreter_over_eager": interpreter / eager_seconds,
+            "tuned_step_seconds": tuned_seconds, "default_over_tuned": interpreter / tuned_seconds,
+            "autotune_seconds": tuned.program.compile_seconds.get("autotune", 0.0),
+            "tuned_kernels": len(tunings), "tuning_changed": sum(t.chosen != 0 for t in tunings),
             "torch_compile": cold, "torch_compile_cold_over_compile": ratio(cold_seconds, seconds["total"])}
 
 
@@ -610,6 +618,9 @@ def gpu_runners(work, torch_compile, device="cuda"):
         return torch_step(work.build(), device, compiled=True)
 
     runners = {"chainrule": lambda: chainrule_step(work.build(), work, backend="triton"),
+               # what each of the two runtime features is worth: the step without a CUDA graph, and untuned
+               "chainrule_no_graph": lambda: chainrule_step(work.build(), work, backend="triton", replay=False),
+               "chainrule_untuned": lambda: chainrule_step(work.build(), work, backend="triton", autotune=False),
                "torch_eager": lambda: torch_step(work.build(), device)}
     if torch_compile:
         runners["torch_compile"] = compiled
@@ -636,6 +647,8 @@ def gpu_training_row(work, torch_compile, warmup, repeat):
     return {"model": work.name, "batch": work.batch, **runs,
             "speed_vs_eager": ratio(figure("torch_eager", "seconds_per_step"), ours),
             "speed_vs_torch_compile": ratio(figure("torch_compile", "seconds_per_step"), ours),
+            "cuda_graph_gain": ratio(figure("chainrule_no_graph", "seconds_per_step"), ours),
+            "autotune_gain": ratio(figure("chainrule_untuned", "seconds_per_step"), ours),
             "peak_memory_vs_eager": ratio(figure("chainrule", "peak_bytes"), figure("torch_eager", "peak_bytes"))}
 
 
@@ -781,7 +794,9 @@ def cpu_tables(rows):
                             f"{r['dram_over_min']:.3f}", f"{r['arena_over_lower_bound']:.3f}"])
         step_rows.append([name, f"{r['batch']}x{'x'.join(map(str, r['input_shape']))}",
                           sec(r["interpreter_step_seconds"]), sec(r["torch_eager_step_seconds"]),
-                          times(r["interpreter_over_eager"])])
+                          times(r["interpreter_over_eager"]), sec(r["tuned_step_seconds"]),
+                          times(r["default_over_tuned"]), f"{r['tuning_changed']} of {r['tuned_kernels']}",
+                          sec(r["autotune_seconds"])])
     return [
         Table("CPU: compile seconds per pass (cold kernel cache) vs torch.compile's cold start to the first step",
               ["model", "params", *passes, "total", "torch.compile s", "torch.compile / ours"], compile_rows,
@@ -794,7 +809,11 @@ def cpu_tables(rows):
               ["dram / min: bytes all kernels move over compulsory traffic; arena / lower bound: the memory plan "
                "over the most bytes live at once"]),
         Table(f"CPU: seconds per training step (median; torch on {TORCH_THREADS} thread)",
-              ["model", "batch", "interpreter s", "torch eager s", "interpreter / eager"], step_rows)]
+              ["model", "batch", "interpreter s", "torch eager s", "interpreter / eager", "tuned+replay s",
+               "default / tuned", "choices changed", "tuning s"], step_rows,
+              ["tuned+replay: compile(autotune=True, replay=True) under the interpreter: every matmul and conv "
+               "kernel's block sizes timed at compile time (tuning s), launches replayed from a recording; "
+               "choices changed: kernels whose fastest config is not the code generator's pick"])]
 
 
 def kernel_table(gpu):
@@ -815,6 +834,7 @@ def kernel_table(gpu):
 
 def training_table(gpu):
     sides = [s for s in ("chainrule", "torch_eager", "torch_compile") if any(s in r for r in gpu["training"])]
+    ablations = [s for s in ("chainrule_no_graph", "chainrule_untuned") if any(s in r for r in gpu["training"])]
 
     def cell(r, side, key, scale, fmt):
         if side not in r:
@@ -822,11 +842,14 @@ def training_table(gpu):
         return "failed" if "error" in r[side] else fmt.format(r[side][key] * scale)
     rows = [[r["model"], r["batch"], *(cell(r, s, "seconds_per_step", 1e3, "{:.4g}") for s in sides),
              *(cell(r, s, "peak_bytes", 2 ** -20, "{:.1f}") for s in sides),
-             times(r["speed_vs_eager"]), times(r["speed_vs_torch_compile"]), times(r["peak_memory_vs_eager"])]
+             times(r["speed_vs_eager"]), times(r["speed_vs_torch_compile"]), times(r["peak_memory_vs_eager"]),
+             *(times(r.get(key)) for key in ("cuda_graph_gain", "autotune_gain")[:len(ablations)])]
             for r in gpu["training"]]
     return Table("GPU: training step (Adam, IEEE float32), ms per step and peak MiB",
                  ["model", "batch", *(f"{s} ms" for s in sides), *(f"{s} MiB" for s in sides), "vs eager",
-                  "vs compile", "mem / eager"], rows, ["errors, if any, are in bench.json"])
+                  "vs compile", "mem / eager", *["CUDA graph gain", "autotune gain"][:len(ablations)]], rows,
+                 ["CUDA graph gain: our step without replay / with it; autotune gain: our step untuned / tuned; "
+                  "errors, if any, are in bench.json"])
 
 
 def goal_table(found):

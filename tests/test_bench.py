@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROW_KEYS = {"parameters", "batch", "input_shape", "compile_seconds", "kernels", "unfused_kernels",
             "unfused_over_kernels", "dram_bytes", "min_dram_bytes", "dram_over_min", "arena_bytes",
             "live_lower_bound_bytes", "arena_over_lower_bound", "interpreter_step_seconds",
-            "torch_eager_step_seconds", "interpreter_over_eager", "torch_compile", "torch_compile_cold_over_compile"}
+            "torch_eager_step_seconds", "interpreter_over_eager", "torch_compile", "torch_compile_cold_over_compile",
+            "tuned_step_seconds", "default_over_tuned", "autotune_seconds", "tuned_kernels", "tuning_changed"}
 
 
 def run_bench(out, *flags):
@@ -58,6 +59,8 @@ def test_quick_suite_writes_json_and_markdown(tmp_path):
     assert row["dram_over_min"] >= 1 and row["arena_over_lower_bound"] >= 1    # neither beats its bound
     assert row["interpreter_over_eager"] == pytest.approx(row["interpreter_step_seconds"]
                                                           / row["torch_eager_step_seconds"])
+    assert row["default_over_tuned"] == pytest.approx(row["interpreter_step_seconds"] / row["tuned_step_seconds"])
+    assert 0 <= row["tuning_changed"] <= row["tuned_kernels"] and row["autotune_seconds"] >= 0
     assert row["torch_compile"] is None and row["torch_compile_cold_over_compile"] is None
     assert result["goals"][0]["met"] is None                       # no resnet18, no torch.compile
     for title in ("CPU: compile seconds per pass", "CPU: fusion and memory", "CPU: seconds per training step",
@@ -111,6 +114,8 @@ def test_training_runners_start_from_the_same_weights():
     runners = bench.gpu_runners(work, torch_compile=False, device="cpu")
     ours, _ = runners["chainrule"]()(x, y)
     assert runners["torch_eager"]()(x, y) == pytest.approx(ours, rel=1e-4)
+    for ablation in ("chainrule_no_graph", "chainrule_untuned"):     # the same step, one feature off
+        assert runners[ablation]()(x, y)[0] == pytest.approx(ours, rel=1e-6)
 
 
 def test_resnet18_is_torchvisions_resnet18():
@@ -138,7 +143,8 @@ def fake_gpu_result():
                 "torch_roofline_fraction": 0.5, "ours_seconds": None, "ours_error": "DTypeError: float16"}]
     training = [{"model": "resnet18_cifar", "batch": 128, "chainrule": side(20, 300), "torch_eager": side(40, 500),
                  "torch_compile": side(25, 450), "speed_vs_eager": 2.0, "speed_vs_torch_compile": 1.25,
-                 "peak_memory_vs_eager": 0.6},
+                 "peak_memory_vs_eager": 0.6, "chainrule_no_graph": side(30, 300), "chainrule_untuned": side(22, 300),
+                 "cuda_graph_gain": 1.5, "autotune_gain": 1.1},
                 {"model": "lenet", "batch": 256, "chainrule": {"error": "RuntimeError: a kernel failed"},
                  "torch_eager": side(2, 20), "speed_vs_eager": None, "speed_vs_torch_compile": None,
                  "peak_memory_vs_eager": None}]
@@ -164,6 +170,7 @@ def test_gpu_tables_and_goals():
     text = "\n".join(t.text() for t in tables)
     assert "Fake GPU" in text and "DTypeError" in text and "torch_compile ms" in text and "NO" in text
     assert "failed" in text                                               # lenet's chainrule side
+    assert "CUDA graph gain" in text and "1.5x" in text and "1.1x" in text
     md = bench.markdown(result, tables)
     assert "| resnet18_cifar | 128 |" in md and "skipped" not in md
 
