@@ -168,6 +168,20 @@ def median_seconds(run, warmup, repeat, cuda=False):
     return statistics.median(samples)
 
 
+def paired_seconds(run_a, run_b, warmup, repeat):
+    """Medians of run_a and run_b timed in turns (a, b, a, b, ...): on a shared machine the
+    speed drifts by 10-20 % over a minute, which timing one after the other would read as a
+    difference between them."""
+    samples = ([], [])
+    for k in range(warmup + repeat):
+        for run, kept in zip((run_a, run_b), samples):
+            start = time.perf_counter()
+            run(k)
+            if k >= warmup:
+                kept.append(time.perf_counter() - start)
+    return statistics.median(samples[0]), statistics.median(samples[1])
+
+
 def rotating(step, batches):
     """run(k) for median_seconds: the k-th call trains on batch k mod len(batches)."""
     return lambda k: step(*batches[k % len(batches)])
@@ -257,11 +271,11 @@ def cpu_row(work, repeat, torch_compile):
     eager = torch_step(model, "cpu")                     # the twin starts from the weights the step starts from
     with cold_kernel_cache():
         step = chainrule_step(model, work, backend="interpret")
-        interpreter = median_seconds(rotating(step, batches), warmup=1, repeat=repeat)
         report = step.program.report()
         # the same step with every matmul and conv kernel's block sizes timed, replayed from a recording
         tuned = chainrule_step(work.build(), work, backend="interpret", autotune=True, replay=True)
-        tuned_seconds = median_seconds(rotating(tuned, batches), warmup=2, repeat=repeat)
+        interpreter, tuned_seconds = paired_seconds(rotating(step, batches), rotating(tuned, batches),
+                                                    warmup=2, repeat=repeat)
     tunings = tuned.program.executor.tunings
     seconds = {**report["compile_seconds"], "total": sum(report["compile_seconds"].values())}
     eager_seconds = median_seconds(rotating(eager, batches), warmup=3, repeat=max(4 * repeat, 5))
