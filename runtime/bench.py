@@ -827,7 +827,7 @@ def cpu_tables(rows):
                "default / tuned", "choices changed", "tuning s"], step_rows,
               ["tuned+replay: compile(autotune=True, replay=True) under the interpreter: every matmul and conv "
                "kernel's block sizes timed at compile time (tuning s), launches replayed from a recording; "
-               "choices changed: kernels whose fastest config is not the code generator's pick"])]
+               "choices changed: kernels launched with another config than the code generator's pick"])]
 
 
 def kernel_table(gpu):
