@@ -492,15 +492,15 @@ class OurKernels:
             ex.arena = torch.empty(ex.plan.arena_bytes, dtype=torch.uint8, device=ex.device)
         env = {**ex.constants, **dict(zip(self.graph.inputs, tensors))}
         launches = []
-        for kernel, module in zip(ex.schedule.kernels, ex.modules):
+        for kernel, module, config in zip(ex.schedule.kernels, ex.modules, ex.launch_configs):
             inputs = [env[view.base] for view in kernel.inputs.values() if isinstance(view, View)]
             outputs = [ex._allocate(node) for node in kernel.outputs]
             env.update(zip(kernel.outputs, outputs))
-            launches.append((module.launch, inputs + outputs))
+            launches.append((module.launch, inputs + outputs, config))    # with the autotuner's block sizes
 
         def run():
-            for launch, args in launches:
-                launch(*args)
+            for launch, args, config in launches:
+                launch(*args, **config)
         return run, lambda: [ex._value(node, env) for node in self.graph.outputs]
 
 
