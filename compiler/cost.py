@@ -4,7 +4,8 @@ A kernel keeps its intermediates in registers; what it costs in memory traffic i
 loads and stores. Two numbers judge a schedule:
 
 `dram_bytes(schedule)`: what the kernels of a lowered Schedule (compiler/lower.py) move.
-    Each kernel reads each of its input values once, counting the distinct elements of the
+    Each kernel reads each of its input values once (a row kernel whose rows are too long
+    for registers once per pass over them), counting the distinct elements of the
     view it reads (a broadcast dimension reads one element; a transpose or a slice reads
     the elements it covers), and writes each of its outputs once, whole. Scalar constants
     are literals in the kernel's source: they cost nothing. Two input values that are views
@@ -62,14 +63,39 @@ def kernel_bytes(kernel):
     for n, v in kernel.inputs.items():
         if isinstance(v, View):
             views.setdefault(v.base, {})[(v.offset, tuple(v.shape), tuple(v.strides))] = v
+    passes = _passes_reading(kernel)
     reads = 0
     for base, distinct in views.items():
         elements = max(distinct_elements(v) for v in distinct.values())
         if elements < base.numel:           # parts of it (slices): each part once, at most the whole
             elements = min(base.numel, sum(distinct_elements(v) for v in distinct.values()))
-        reads += elements * itemsize(base.dtype)
+        reads += elements * itemsize(base.dtype) * passes.get(base, 1)
     writes = sum(nbytes(n) for n in kernel.outputs)
     return reads, writes
+
+
+def _passes_reading(kernel):
+    """{buffer: passes that read it whole}: a row kernel in the looped form (codegen/rows.py)
+    walks its rows once per level of reduction, loading again what varies along a row."""
+    if kernel.family != "rows":
+        return {}
+    from .codegen.rows import row_passes
+    from .lower import View
+
+    looped = row_passes(kernel)
+    if looped is None:
+        return {}
+    shape, dims = kernel.space
+    rows = 1
+    for d, n in enumerate(shape):
+        rows *= 1 if d in dims else n
+    count = {}
+    for accumulated, computed in looped[0]:
+        read = {i for n in computed + accumulated for i in n.inputs}
+        for base in {v.base for i, v in kernel.inputs.items() if i in read and isinstance(v, View)
+                     and distinct_elements(v) > rows}:
+            count[base] = count.get(base, 0) + 1
+    return count
 
 
 def dram_bytes(schedule):

@@ -83,8 +83,8 @@ def _computes(group):
 
 
 ROW_REDUCTIONS = ("reduce_sum", "reduce_max")
-ROW_LIMIT = 4096          # a row kernel keeps whole rows in registers: at most this many elements
-WHOLE_LIMIT = 16384       # ... and a kernel that also sums over all its rows is a single program
+ROW_LIMIT = 4096          # a row kernel keeps rows up to this long in registers; longer ones it walks in blocks
+WHOLE_LIMIT = 16384       # a kernel that also sums over all its rows is a single program holding them all
 
 
 def _numel(shape):
@@ -426,8 +426,9 @@ def _path_back(members, merged, users, groups, group_of):
 
 
 def _why_not_rows(members, merged, users, outputs):
-    """A row group: every reduction over the same dims of the same shape, short rows, and
-    every member either a whole row (the full shape) or one value per row."""
+    """A row group: every reduction over the same dims of the same shape, and every member
+    either a whole row (the full shape) or one value per row. Rows longer than ROW_LIMIT are
+    walked in blocks, once per level of reduction (codegen/rows.py, the looped form)."""
     from .codegen.rows import row_shapes
 
     kind, shape, dims = space_of(members)
@@ -440,8 +441,9 @@ def _why_not_rows(members, merged, users, outputs):
     cols = 1
     for d in dims:
         cols *= shape[d]
-    if cols > ROW_LIMIT:
-        return f"rows of {cols} elements are too long to keep in registers (at most {ROW_LIMIT})"
+    if totals and cols > ROW_LIMIT:
+        return (f"the {totals[0].op} over every row needs whole rows in registers, and rows of {cols} elements are "
+                f"too long for that (at most {ROW_LIMIT})")
     if totals and cols * (_numel(shape) // max(cols, 1)) > WHOLE_LIMIT:
         return (f"the {totals[0].op} over every row needs all {_numel(shape)} elements in one program "
                 f"(at most {WHOLE_LIMIT})")
