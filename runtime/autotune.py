@@ -117,7 +117,7 @@ def _read(path, configs):
             entry["errors"] = {int(i): e for i, e in entry.get("errors", {}).items()}
             return entry
     except (OSError, ValueError, KeyError, TypeError, IndexError):
-        pass
+        return None                    # measured again, and the entry rewritten
     return None
 
 

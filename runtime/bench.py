@@ -482,26 +482,17 @@ class OurKernels:
 
     def bind(self, tensors):
         """(run, outputs) for one input set (in graph-input order): run() launches every kernel,
-        with its output buffers allocated here, once; outputs() reads the graph's outputs."""
+        with its output buffers allocated here, once (a recording, runtime/replay.py, launched one
+        by one); outputs() reads the graph's outputs."""
         import torch
 
-        from compiler.lower import View
+        from .replay import Recording
 
         ex = self.executor
         if ex.arena is None:
             ex.arena = torch.empty(ex.plan.arena_bytes, dtype=torch.uint8, device=ex.device)
-        env = {**ex.constants, **dict(zip(self.graph.inputs, tensors))}
-        launches = []
-        for kernel, module, config in zip(ex.schedule.kernels, ex.modules, ex.launch_configs):
-            inputs = [env[view.base] for view in kernel.inputs.values() if isinstance(view, View)]
-            outputs = [ex._allocate(node) for node in kernel.outputs]
-            env.update(zip(kernel.outputs, outputs))
-            launches.append((module.launch, inputs + outputs, config))    # with the autotuner's block sizes
-
-        def run():
-            for launch, args, config in launches:
-                launch(*args, **config)
-        return run, lambda: [ex._value(node, env) for node in self.graph.outputs]
+        recording = Recording(ex, inputs=dict(zip(self.graph.inputs, tensors)), capture=False)
+        return recording.launch_all, lambda: recording.outputs
 
 
 def case_inputs(case, device, generator):

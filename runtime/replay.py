@@ -23,12 +23,16 @@ from compiler.lower import View
 
 
 class Recording:
-    def __init__(self, executor):
+    """executor's launches with fixed buffers. inputs: {input node: tensor} to read from (the
+    benchmarks launch on their own device tensors); by default, buffers allocated here that each
+    call copies the batch into. capture: make it a CUDA graph on a GPU (the default)."""
+
+    def __init__(self, executor, inputs=None, capture=True):
         import torch
 
         ex = executor
-        self.device = ex.device
-        self.inputs = {node: torch.empty(node.shape, dtype=_dtype(node), device=ex.device) for node in ex.free_inputs}
+        self.inputs = inputs if inputs is not None else \
+            {node: torch.empty(node.shape, dtype=_dtype(node), device=ex.device) for node in ex.free_inputs}
         env = dict(ex.constants)
         env.update(ex.carried)
         env.update(self.inputs)
@@ -48,11 +52,11 @@ class Recording:
             self.launches.append(functools.partial(_copy_over, old, value))
         self.outputs = [ex._value(node, env) for node in ex.free_outputs]
         self.graph = None
-        if ex.device.type == "cuda":        # the kernels ran once before this (Triton compiled them)
+        if capture and ex.device.type == "cuda":     # the kernels ran once before this (Triton compiled them)
             torch.cuda.synchronize()
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self._launch_all()
+                self.launch_all()
 
     def __call__(self, args):
         import torch
@@ -62,10 +66,11 @@ class Recording:
         if self.graph is not None:
             self.graph.replay()
         else:
-            self._launch_all()
+            self.launch_all()
         return [value.cpu().numpy().copy() for value in self.outputs]
 
-    def _launch_all(self):
+    def launch_all(self):
+        """Every recorded launch, one by one (what the CUDA graph holds)."""
         with np.errstate(all="ignore"):
             for launch in self.launches:
                 launch()
