@@ -73,7 +73,7 @@ def lower_breakdown(graph, target):
     from compiler.fusion import fuse
     from compiler.lower import lower
     from compiler.memory import plan_memory
-    from compiler.printer import value_names
+    from ops.printer import value_names
 
     seconds = {}
     start = time.perf_counter()

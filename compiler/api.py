@@ -20,113 +20,15 @@ import time
 import numpy as np
 
 from ops.tensor import Spec, Tensor
+from ops.trace import default_dtype, function_name, to_numpy, trace
 
-from . import ir
+from ops import ir
 from .autodiff import grad_graph
 from .remat import regenerate_random
-from .errors import ArgumentError, ChainruleError
+from ops.errors import ArgumentError, ChainruleError
 from .graphs import carried_nodes
 from .graphs import replay
 from .simplify import simplify
-
-
-# -- tracing ----------------------------------------------------------------------------------
-
-def _param_names(fn, count):
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return [f"arg{i}" for i in range(count)]
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = [p for p in positional if p.default is p.empty]
-    varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
-    if count < len(required) or (count > len(positional) and not varargs):
-        expected = f"{len(required)}" if len(required) == len(positional) else f"{len(required)} to {len(positional)}"
-        names = ", ".join(p.name for p in positional)
-        raise ArgumentError(f"{_fn_name(fn)}() takes {expected} argument{'s' if len(positional) != 1 else ''} "
-                            f"({names}) but {count} {'was' if count == 1 else 'were'} given",
-                            source=ir.capture_source())
-    names = [p.name for p in positional[:count]]
-    return names + [f"arg{i}" for i in range(len(names), count)]
-
-
-def _fn_name(fn):
-    name = getattr(fn, "__name__", "f")
-    return name if name.isidentifier() else "f"
-
-
-def _def_source(fn):
-    code = getattr(fn, "__code__", None)
-    return ir.Source(code.co_filename, code.co_firstlineno) if code else None
-
-
-def _to_spec(arg):
-    if isinstance(arg, Spec):
-        return arg
-    if isinstance(arg, Tensor):
-        return arg.spec
-    array = _to_numpy(arg)
-    return Spec(array.shape, _default_dtype(array.dtype))
-
-
-def _default_dtype(dtype):
-    if dtype.kind == "f":
-        return "float64" if dtype.itemsize == 8 else "float32"
-    if dtype.kind in "iu":
-        return "int32" if dtype.itemsize == 4 and dtype.kind == "i" else "int64"
-    if dtype.kind == "b":
-        return "bool"
-    raise ArgumentError(f"arrays of dtype {dtype} are not supported", source=ir.capture_source())
-
-
-def _to_numpy(arg):
-    if hasattr(arg, "detach") and hasattr(arg, "numpy"):      # a torch tensor
-        return arg.detach().cpu().numpy()
-    return np.asarray(arg)
-
-
-def trace(fn, *specs, static=None):
-    """Trace fn on symbolic inputs described by `specs` (Spec, or arrays for their shape and
-    dtype); returns the forward Graph. `static` maps argument positions to Python values
-    baked into the graph."""
-    static = static or {}
-    total = len(specs) + len(static)
-    names = _param_names(fn, total)
-    t = ir.Trace()
-    args, inputs = [], []
-    spec_iter = iter(specs)
-    with ir.tracing(t):
-        for i in range(total):
-            if i in static:
-                args.append(static[i])
-                continue
-            s = _to_spec(next(spec_iter))
-            node = t.add("input", (), {"index": len(inputs), "kind": "data"}, s.shape, s.dtype, name=names[i],
-                         source=_def_source(fn), scope=(), role="forward")
-            inputs.append(node)
-            args.append(Tensor(node))
-        result = fn(*args)
-        outputs, returns_tuple = _flatten_outputs(fn, result, t)
-    graph = ir.Graph(inputs, t.nodes, outputs, name=_fn_name(fn), output_names=getattr(fn, "output_names", None))
-    graph.returns_tuple = returns_tuple
-    return graph
-
-
-def _flatten_outputs(fn, result, t):
-    items = list(result) if isinstance(result, (tuple, list)) else [result]
-    outputs = []
-    for item in items:
-        if isinstance(item, Tensor):
-            outputs.append(item.node)
-        elif isinstance(item, (numbers.Number, np.ndarray)):
-            from ops.primitive import constant
-
-            value = np.asarray(item)
-            outputs.append(constant(item if value.ndim else value.item(), _default_dtype(value.dtype)).node)
-        else:
-            raise ArgumentError(f"{_fn_name(fn)} must return a tensor or a tuple of tensors, got "
-                                f"{type(item).__name__}", source=_def_source(fn))
-    return outputs, isinstance(result, (tuple, list))
 
 
 # -- the compiled program ---------------------------------------------------------------------
@@ -208,7 +110,7 @@ class Program:
         return self.executor.state()
 
     def __call__(self, *args):
-        outputs = self.run([_to_numpy(a) for a in args])
+        outputs = self.run([to_numpy(a) for a in args])
         if self.carry:
             return tuple(outputs) if len(outputs) != 1 else outputs[0]
         aux = len(self.forward.outputs) - 1 if self.has_aux else 0
@@ -439,18 +341,18 @@ class _Compiled:
 
     def __call__(self, *args, **kwargs):
         if kwargs:
-            raise ArgumentError(f"{self.kind}: pass the arguments of {_fn_name(self.fn)} by position "
+            raise ArgumentError(f"{self.kind}: pass the arguments of {function_name(self.fn)} by position "
                                 f"(got keywords {', '.join(kwargs)})", source=ir.capture_source())
         if any(isinstance(a, Tensor) for a in args):
             return self._inline(args)
         # Python numbers are baked in; NumPy scalars (np.float64(2.0), x.sum()) are data like arrays
         static = {i: a for i, a in enumerate(args)
                   if (isinstance(a, (numbers.Number, str)) and not isinstance(a, np.generic)) or a is None}
-        arrays = [_to_numpy(a) for i, a in enumerate(args) if i not in static]
+        arrays = [to_numpy(a) for i, a in enumerate(args) if i not in static]
         key = (tuple((a.shape, a.dtype.str) for a in arrays), tuple(sorted((i, repr(v)) for i, v in static.items())))
         program = self.cache.get(key)
         if program is None:
-            specs = [Spec(a.shape, _default_dtype(a.dtype)) for a in arrays]
+            specs = [Spec(a.shape, default_dtype(a.dtype)) for a in arrays]
             program = Program(self.fn, specs, static=static, grad_argnums=self.grad_argnums,
                               backend=self.backend, with_value=self.with_value, has_aux=self.has_aux)
             self.cache[key] = program

@@ -15,8 +15,8 @@ from ops import primitives as P
 from ops.dtypes import is_float
 from ops.primitive import REGISTRY, constant
 
-from . import ir
-from .errors import GradientError
+from ops import ir
+from ops.errors import GradientError
 from .graphs import like, new_input, replay
 from .simplify import dce
 
@@ -84,7 +84,7 @@ def grad_graph(graph, argnums=(0,), with_value=True, seed="ones", keep_cotangent
         [f"aux_{k}" for k in range(len(aux))]
     kept = []
     if keep_cotangents:
-        from .printer import value_names
+        from ops.printer import value_names
 
         printed = value_names(graph)
         kept = [(k, len(outputs) + j) for j, k in

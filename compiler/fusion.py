@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from ops.primitive import REGISTRY
 from ops.primitives import broadcast_shapes
 
-from .errors import ShapeError
+from ops.errors import ShapeError
 from .graphs import connected_parts
 
 from .lower import VIEW_OPS
-from .printer import value_names
+from ops.printer import value_names
 
 POINTWISE_FAMILIES = ("pointwise",)
 GEMM_FAMILIES = ("matmul", "conv")   # kernels that take pointwise consumers as an epilogue

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ops.primitive import REGISTRY, constant
 from ops.tensor import Tensor
 
-from . import ir
+from ops import ir
 
 
 def new_input(trace, spec_node, index, name, source=None, kind="data"):
@@ -56,7 +56,7 @@ def rebuild(graph, rewrite=None, name=None):
 
 def like(graph, inputs, nodes, outputs, name=None):
     """A Graph with graph's name and output structure."""
-    from .ir import Graph
+    from ops.ir import Graph
 
     new = Graph(inputs, nodes, outputs, name=name or graph.name, output_names=graph.output_names)
     new.returns_tuple = getattr(graph, "returns_tuple", False)

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ChainruleError, GradientError
-from .printer import node_code, value_names
+from ops.errors import ChainruleError, GradientError
+from ops.printer import node_code, value_names
 
 GREEN, YELLOW, RED = "#bbf7d0", "#fef08a", "#fca5a5"
 GOOD, FAIR = 1e-5, 1e-3           # below GOOD: green; below FAIR: yellow; else red
@@ -312,7 +312,7 @@ def _local_error(node, twin, got):
 def gradient_check_view(fn, *args, path, argnums=None, backend="interpret", threshold=THRESHOLD):
     """Draw fn's joint graph coloured by each node's error (see the module docstring);
     returns (the path written, the GradientCheck)."""
-    from .ir import source_text
+    from ops.ir import source_text
     from .render import render_dot, values_dot
 
     report = node_errors(fn, *args, argnums=argnums, backend=backend, threshold=threshold)

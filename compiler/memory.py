@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ChainruleError
+from ops.errors import ChainruleError
 
 
 class MemoryPlanError(ChainruleError, AssertionError):
@@ -288,7 +288,7 @@ def plan_memory(schedule, alignment=64, names=None, carried=()):
     `carried`: (input node, output node) pairs whose output feeds that input at the next
     call (compile(carry=...)): written over the input where safe (see `_state_update`)."""
     from .lower import View
-    from .printer import value_names
+    from ops.printer import value_names
 
     graph = schedule.graph
     names = names or value_names(graph)

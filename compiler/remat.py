@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from ops.primitive import REGISTRY
 
-from . import ir
+from ops import ir
 from .graphs import like, new_input
 from .saved import nbytes, saved_nodes, storage
 from .simplify import dce
@@ -186,7 +186,7 @@ def rematerialize(graph, max_depth=3, log=None):
     forward saves for it (forward values plus inputs the backward reads). Same values,
     same outputs; a graph without a backward comes back unchanged. `log`, a list, receives
     (recomputed node names, bytes before, bytes after) for each step."""
-    from .printer import value_names
+    from ops.printer import value_names
 
     for _ in range(len(graph.nodes)):
         step = plan(graph, max_depth)

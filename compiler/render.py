@@ -29,8 +29,11 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 
-from .printer import literal, value_names
+from ops import ir
+
+from ops.printer import literal, value_names
 
 # colours (Tailwind's palette: light fills, dark text)
 INPUT, PARAM, CONST, FORWARD, OUTPUT = "#f1f5f9", "#bbf7d0", "#f8fafc", "#dbeafe", "#fde68a"
@@ -93,8 +96,8 @@ class Dot:
 # -- what each node looks like ---------------------------------------------------------------
 
 def _tooltip(node, names):
-    from .ir import source_text
-    from .printer import node_code
+    from ops.ir import source_text
+    from ops.printer import node_code
 
     code = node_code(node, names) if node.op not in ("input", "const") else f"{names[node]}: {node.type_str}"
     line = source_text(node.source).strip() if node.source else ""
@@ -280,7 +283,7 @@ def forward_dot(graph, params=None, collapse="auto", expand=(), title=None, outp
 
 
 def _named_outputs(graph, names):
-    from .ir import Graph
+    from ops.ir import Graph
 
     return Graph(graph.inputs, graph.nodes, graph.outputs, graph.name, output_names=names)
 
@@ -416,6 +419,13 @@ def to_dot(graph, params=()):
     return forward_dot(graph, params=params or None)
 
 
+def graph_dot(graph, collapse="auto", expand=()):
+    """What `Graph.render` draws: a joint graph as the backward view, else the forward one."""
+    if any(n.role == "backward" for n in graph.nodes):
+        return backward_dot(graph, collapse=collapse, expand=expand)
+    return forward_dot(graph, collapse=collapse, expand=expand)
+
+
 def _bytes(n):
     for unit, size in (("MB", 1e6), ("KB", 1e3)):
         if n >= size:
@@ -472,3 +482,6 @@ def _write(path, data):
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+ir.install_drawer(sys.modules[__name__])     # Graph.render, Graph.to_dot and Jupyter draw through this module

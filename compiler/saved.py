@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ir
-from .printer import node_code, value_names
+from ops import ir
+from ops.printer import node_code, value_names
 
 # the inputs of one vjp, as `_vjp_reads` names them: "out" or the position of an input
 OUT = "out"

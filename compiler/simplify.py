@@ -11,7 +11,7 @@ import numpy as np
 from ops import primitives as P
 from ops.primitive import REGISTRY, constant
 
-from . import ir
+from ops import ir
 from .graphs import copy_node, like, rebuild
 
 

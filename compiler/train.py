@@ -24,7 +24,7 @@ import re
 
 import numpy as np
 
-from .errors import ArgumentError
+from ops.errors import ArgumentError
 
 
 def _identifier(name):

@@ -3,14 +3,12 @@
     def f(w, x):
         return O.mean(O.relu(x @ w))
 """
-import compiler  # noqa: F401  (the IR that traced tensors live in; imported first on purpose)
-
-from . import functional, primitives
+from . import errors, functional, ir, primitives
 from .functional import *  # noqa: F401,F403
 from .functional import __all__ as _functional_names
 from .primitive import REGISTRY as PRIMITIVES
 from .tensor import Spec, Tensor, spec
-from compiler.ir import scope  # noqa: E402  `with O.scope("block1"):` names the nodes made inside (a layer)
+from .ir import scope  # noqa: E402  `with O.scope("block1"):` names the nodes made inside (a layer)
 from . import optim  # noqa: E402  O.optim.SGD / RMSprop / Adam: updates written in ops
 
 F = functional

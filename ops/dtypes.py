@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.errors import DTypeError
+from ops.errors import DTypeError
 
 ORDER = ("bool", "int32", "int64", "float32", "float64")
 FLOATS = ("float32", "float64")

@@ -15,8 +15,8 @@ import numbers
 
 import numpy as np
 
-from compiler import ir
-from compiler.errors import ArgumentError, DTypeError, ShapeError
+from ops import ir
+from ops.errors import ArgumentError, DTypeError, ShapeError
 
 from . import primitives as P
 from .dtypes import FLOATS, INTS, is_float, normalize, promote

@@ -50,10 +50,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from compiler import ir
-from compiler.errors import ArgumentError, ChainruleError, ShapeError
+from ops import ir
+from ops.errors import ArgumentError, ChainruleError, ShapeError
+from ops.source import is_internal
 
 from . import functional as F
+from .evaluate import eager
 from .tensor import Tensor
 
 __all__ = ["Layer", "Conv2d", "Dense", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "MaxPool2d",
@@ -156,7 +158,7 @@ def _at_its_line(layer):
     import contextlib
 
     call = getattr(type(layer).call, "__code__", None)
-    if layer.defined_at is None or call is None or not ir._is_internal(call.co_filename):
+    if layer.defined_at is None or call is None or not is_internal(call.co_filename):
         return contextlib.nullcontext()
     return ir.node_context(source=layer.defined_at)
 
@@ -268,8 +270,6 @@ class Layer:
         return self.call(params, state, x, training)
 
     def _eager(self, params, state, x, training):
-        import compiler as C
-
         pnames, snames = list(params), list(state)
         key = (bool(training), tuple(pnames), tuple(snames))
         fn = self._jits.get(key)
@@ -283,7 +283,7 @@ class Layer:
                 return (y,) + tuple(new[k] for k in snames)
 
             run.__name__ = self.name
-            fn = self._jits[key] = C.jit(run, backend="reference")
+            fn = self._jits[key] = eager(run)
         out = fn(*[np.asarray(params[k]) for k in pnames], *[np.asarray(state[k]) for k in snames], x)
         return out[0], OrderedDict(zip(snames, out[1:]))
 

@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.errors import ArgumentError
-from compiler.ir import capture_source, node_context, scope
+from ops.errors import ArgumentError
+from ops.ir import capture_source, node_context, scope
 
 from . import functional as F
+from .evaluate import eager
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "clip_by_value", "clip_by_norm", "global_norm",
@@ -66,14 +67,11 @@ def _traced(args):
 
 def _eager(key, fn, arrays, cache=_EAGER):
     """fn(*arrays) on NumPy arrays: fn is traced (once per key and shapes) and run by the
-    reference executor; returns the list of its outputs."""
-    from compiler.api import jit
-
+    reference evaluator (ops/evaluate.py); returns the list of its outputs."""
     compiled = cache.get(key)
     if compiled is None:
-        compiled = cache[key] = jit(fn, backend="reference")
-    out = compiled(*[np.asarray(a) for a in arrays])
-    return list(out) if isinstance(out, tuple) else [out]
+        compiled = cache[key] = eager(fn)
+    return compiled(*arrays)
 
 
 def _lr_value(lr, default):

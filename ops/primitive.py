@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler import ir
-from compiler.errors import ChainruleError, ShapeError
+from ops import ir
+from ops.errors import ChainruleError, ShapeError
 
 from .dtypes import normalize, promote, scalar_kind
 from .tensor import Tensor

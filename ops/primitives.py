@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from compiler.errors import DTypeError, ShapeError
+from ops.errors import DTypeError, ShapeError
 
 from .dtypes import is_float, promote
 from .primitive import CONV, LAYOUT, MATMUL, POINTWISE, REDUCTION, REGISTRY, SOURCE, WINDOW, Primitive, const  # noqa: F401  (const: for printed programs)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.errors import ArgumentError, ChainruleError
-from compiler.ir import SHORT_DTYPE, capture_source
+from ops.errors import ArgumentError, ChainruleError
+from ops.ir import SHORT_DTYPE, capture_source
 
 from .dtypes import normalize
 
@@ -59,7 +59,7 @@ class DTypeMaker:
     def __call__(self, value):
         """`f64(0.5)`: a number of this dtype (the printed form of a constant whose dtype a bare
         literal would not get): a constant node inside a trace, a NumPy scalar outside."""
-        from compiler.ir import current_trace
+        from ops.ir import current_trace
 
         if current_trace() is not None:
             from .primitive import constant

@@ -97,7 +97,7 @@ def tune(name, text, module, make_args, target, runs=None, clock=None):
             errors[i] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     timed = [i for i, s in enumerate(seconds) if s is not None]
     if not timed:
-        from compiler.errors import BackendError
+        from ops.errors import BackendError
 
         raise BackendError(f"autotuning {name}: every candidate failed: {errors}")
     fastest = min(timed, key=lambda i: seconds[i])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from compiler.errors import BackendError
+from ops.errors import BackendError
 
 BACKENDS = ("triton", "interpret", "reference")
 

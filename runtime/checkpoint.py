@@ -27,7 +27,7 @@ import zipfile
 
 import numpy as np
 
-from compiler.errors import ArgumentError, ChainruleError
+from ops.errors import ArgumentError, ChainruleError
 
 META_KEY = "__chainrule_checkpoint__"
 FORMAT = 1

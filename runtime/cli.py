@@ -55,7 +55,7 @@ def main(argv=None):
     if args.command == "train":
         if args.epochs < 1 or args.batch_size < 1 or (args.lr is not None and args.lr <= 0):
             parser.error("--epochs and --batch-size must be at least 1 and --lr positive")
-        from compiler.errors import ChainruleError
+        from ops.errors import ChainruleError
 
         from .train import train_command
         try:
@@ -91,7 +91,7 @@ def _training_step(model_name, batch_size, backend, autotune=None):
     import numpy as np
 
     import compiler as C
-    from compiler.errors import ChainruleError
+    from ops.errors import ChainruleError
 
     from .zoo import get
 

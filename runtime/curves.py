@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from compiler.errors import ArgumentError, ShapeError
+from ops.errors import ArgumentError, ShapeError
 from compiler.memory_plot import _METADATA, FORMATS
 
 from .checkpoint import atomic_file

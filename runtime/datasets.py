@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from compiler.errors import ArgumentError, DTypeError, ShapeError
+from ops.errors import ArgumentError, DTypeError, ShapeError
 
 SPLITS = ("train", "val", "test")
 

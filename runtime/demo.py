@@ -13,7 +13,7 @@ import numpy as np
 
 import compiler as C
 import ops as O
-from compiler.ir import mark_as_user_code
+from ops.ir import mark_as_user_code
 
 from .datasets import digits
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from compiler.errors import ArgumentError, ShapeError
+from ops.errors import ArgumentError, ShapeError
 
 from .datasets import check_labels
 

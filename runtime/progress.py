@@ -19,7 +19,7 @@ from __future__ import annotations
 import numbers
 import sys
 
-from compiler.errors import ArgumentError
+from ops.errors import ArgumentError
 
 
 def _format(value):

@@ -19,7 +19,7 @@ import textwrap
 
 from compiler.codegen.common import literal_code
 from compiler.lower import Literal, View
-from compiler.printer import value_names
+from ops.printer import value_names
 
 TEMPLATE = '''"""Reproduce the compiled step {name}: its {count} kernels in kernels/, in order,
 on random inputs, checked against the reference executor on 02_simplified.py.
@@ -72,7 +72,7 @@ DEVICE = "cpu" if INTERPRET else "cuda"
 import triton  # noqa: E402,F401
 
 import compiler as C  # noqa: E402
-from compiler.printer import value_names  # noqa: E402
+from ops.printer import value_names  # noqa: E402
 from runtime.reference import run_graph  # noqa: E402
 
 NAME = {name!r}

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ops as O
-from compiler.errors import ArgumentError
+from ops.errors import ArgumentError
 from ops import layers as L
 from .datasets import batches
 from .train import OPTIMIZERS

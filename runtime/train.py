@@ -43,7 +43,7 @@ def fit(model, data, epochs=10, batch_size=32, optimizer="adam", lr=None, loss=N
 
     if isinstance(optimizer, str):
         if optimizer not in OPTIMIZERS:
-            from compiler.errors import ArgumentError
+            from ops.errors import ArgumentError
 
             raise ArgumentError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         optimizer = OPTIMIZERS[optimizer](lr if lr is not None else (1e-2 if optimizer != "sgd" else 0.05))
@@ -104,7 +104,7 @@ def fit(model, data, epochs=10, batch_size=32, optimizer="adam", lr=None, loss=N
 def _check_shapes(model, data):
     """Every part of the data set has examples of the shape the model was built for, and as
     many labels as examples."""
-    from compiler.errors import ShapeError
+    from ops.errors import ShapeError
 
     want = tuple(getattr(model, "input_shape", None) or ())
     for part, (x, y) in data.items():

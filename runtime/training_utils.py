@@ -25,7 +25,7 @@ import numbers
 
 import numpy as np
 
-from compiler.errors import ArgumentError, ChainruleError
+from ops.errors import ArgumentError, ChainruleError
 
 MODES = ("min", "max")
 

@@ -29,7 +29,7 @@ from compiler import fusion
 from compiler.graphs import carried_nodes
 from compiler.lower import Literal, View, lower
 from compiler.memory import plan_memory, verify
-from compiler.printer import value_names
+from ops.printer import value_names
 
 from . import kernel_cache
 

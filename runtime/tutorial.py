@@ -58,7 +58,7 @@ class Tutorial:
         """Draw `thing` into `name`.svg (a figure: `name`.png) and display it in a notebook.
         thing: a Graph (forward or backward picture), a matplotlib Figure, or DOT text.
         Graph options (collapse=, expand=) go to Graph.render. Returns the path written."""
-        from compiler.ir import Graph
+        from ops.ir import Graph
 
         if isinstance(thing, Graph):
             path = thing.render(self.path(f"{name}.svg"), **options)

@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 
 import ops as O
-from compiler.errors import ArgumentError
-from compiler.ir import mark_as_user_code
+from ops.errors import ArgumentError
+from ops.ir import mark_as_user_code
 
 mark_as_user_code(__file__)        # graphs of these models point at the lines below
 

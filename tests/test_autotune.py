@@ -11,7 +11,7 @@ import torch
 
 import compiler as C
 import ops as O
-from compiler.errors import BackendError
+from ops.errors import BackendError
 from runtime import autotune
 from tests.helpers import nonzero, rel_error
 

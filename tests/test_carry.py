@@ -7,7 +7,7 @@ import pytest
 import compiler as C
 import ops as O
 from compiler.codegen import Target
-from compiler.errors import ArgumentError
+from ops.errors import ArgumentError
 from runtime.reference import run_graph
 from runtime.triton_executor import TritonExecutor
 from tests.helpers import nonzero, rel_error

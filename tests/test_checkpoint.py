@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import runtime.checkpoint as ckpt
-from compiler.errors import ArgumentError, ChainruleError
+from ops.errors import ArgumentError, ChainruleError
 from runtime.checkpoint import CheckpointError, CheckpointNotFoundError, load, save
 
 

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from compiler.errors import ArgumentError, ShapeError
+from ops.errors import ArgumentError, ShapeError
 from runtime.curves import best_epoch, plot_learning_curves
 
 HISTORY = {"loss": [1.2, 0.8, 0.6, 0.5, 0.45], "val_loss": [1.3, 0.9, 0.7, 0.75, 0.8],

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from compiler.errors import ArgumentError, ChainruleError, DTypeError, ShapeError
+from ops.errors import ArgumentError, ChainruleError, DTypeError, ShapeError
 from runtime.datasets import (
     batches,
     blobs,

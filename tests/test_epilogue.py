@@ -14,7 +14,7 @@ from compiler.codegen import Target, generate
 from compiler.codegen.common import kernel_names
 from compiler.fusion import fuse
 from compiler.lower import lower
-from compiler.printer import value_names
+from ops.printer import value_names
 from ops import primitives as P
 from runtime import zoo
 from runtime.reference import run_graph

@@ -10,7 +10,7 @@ import pytest
 
 import compiler as C
 import ops as O
-from compiler.errors import ArgumentError, BackendError, ChainruleError, DTypeError, GradientError, ShapeError
+from ops.errors import ArgumentError, BackendError, ChainruleError, DTypeError, GradientError, ShapeError
 
 HERE = "test_errors.py"
 

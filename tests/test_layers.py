@@ -10,7 +10,7 @@ import torch.nn as nn
 
 import compiler as C
 import ops as O
-from compiler.errors import ArgumentError, ShapeError
+from ops.errors import ArgumentError, ShapeError
 from ops import layers as L
 from tests.helpers import nonzero, positive, rel_error
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import sklearn.metrics as skm
 
-from compiler.errors import ArgumentError, ShapeError
+from ops.errors import ArgumentError, ShapeError
 from runtime.metrics import accuracy, confusion_matrix, precision_recall_f1, report
 
 

@@ -3,7 +3,7 @@ import io
 
 import pytest
 
-from compiler.errors import ArgumentError
+from ops.errors import ArgumentError
 from runtime.progress import Progress
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks.torch_twins import torch_fit, torch_optimizer, torch_twin
-from compiler.errors import ArgumentError
+from ops.errors import ArgumentError
 from ops import layers as L
 from runtime.datasets import digits_split
 from runtime.train import fit

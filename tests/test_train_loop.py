@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from compiler.errors import ChainruleError
+from ops.errors import ChainruleError
 from ops import layers as L
 from runtime import checkpoint
 from runtime.datasets import blobs, split, two_moons

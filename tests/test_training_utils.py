@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from compiler.errors import ArgumentError, ChainruleError
+from ops.errors import ArgumentError, ChainruleError
 from runtime.training_utils import EarlyStopping, NonFiniteLossError, check_finite
 
 

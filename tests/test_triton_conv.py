@@ -18,7 +18,7 @@ import ops as O
 from compiler.codegen import Target
 from compiler.codegen import conv as conv_codegen
 from compiler.lower import lower
-from compiler.printer import value_names
+from ops.printer import value_names
 from ops import primitives as P
 from runtime.triton_executor import TritonExecutor
 from tests.helpers import nonzero, rel_error

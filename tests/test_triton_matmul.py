@@ -11,7 +11,7 @@ import torch
 import compiler as C
 import ops as O
 from compiler.codegen import Target, generate
-from compiler.errors import BackendError
+from ops.errors import BackendError
 from runtime.triton_executor import TritonExecutor
 from tests.helpers import nonzero, rel_error
 

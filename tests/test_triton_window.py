@@ -190,7 +190,7 @@ def test_gpu_source_lists_blocks_to_tune():
     graph = C.trace(lambda x: P.window_sum(x, **w), np.ones((1, 2, 5, 5), np.float32))
     from compiler.codegen import generate
     from compiler.lower import lower
-    from compiler.printer import value_names
+    from ops.printer import value_names
 
     kernel = lower(graph).kernels[0]
     gpu = generate(kernel, value_names(graph), Target(device="cuda", interpret=False))

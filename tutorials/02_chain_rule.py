@@ -37,7 +37,7 @@ import numpy as np
 import compiler as C
 import ops as O
 from compiler.autodiff import FANOUT_SUM
-from compiler.printer import node_code, value_names
+from ops.printer import node_code, value_names
 from compiler.render import values_dot
 from runtime.datasets import blobs
 from runtime.reference import run_graph_values

@@ -35,7 +35,7 @@ import numpy as np
 import compiler as C
 import ops as O
 from compiler.autodiff import FANOUT_SUM
-from compiler.printer import value_names
+from ops.printer import value_names
 from runtime.tutorial import Tutorial
 
 tut = Tutorial("03_mlp_backprop")

@@ -35,7 +35,7 @@ import numpy as np
 
 import compiler as C
 import ops as O
-from compiler.printer import value_names
+from ops.printer import value_names
 from ops import layers as L
 from runtime.reference import run_graph_values
 from runtime.tutorial import Tutorial

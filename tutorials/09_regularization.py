@@ -32,7 +32,7 @@ import numpy as np
 
 import compiler as C
 import ops as O
-from compiler.printer import value_names
+from ops.printer import value_names
 from compiler.remat import regenerate_random
 from compiler.saved import saved_bytes, saved_report
 from ops import layers as L

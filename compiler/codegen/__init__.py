@@ -22,7 +22,7 @@ GENERATORS = {
 
 def generate(kernel, names, target):
     if kernel.family not in GENERATORS:
-        from ..errors import BackendError
+        from ops.errors import BackendError
 
         raise BackendError(f"no Triton code generator for the {kernel.family} family yet (node "
                            f"{names[kernel.root]} = {kernel.root.op}); use backend='reference'",

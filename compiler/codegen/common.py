@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import source_text
+from ops.ir import source_text
 from ..lower import Literal, View
-from ..printer import node_code, node_comment
+from ops.printer import node_code, node_comment
 
 TL_DTYPE = {"float32": "tl.float32", "float64": "tl.float64", "int32": "tl.int32", "int64": "tl.int64",
             "bool": "tl.int1"}
@@ -153,7 +153,7 @@ def dims_needed(view: View):
 
 def describe(view, node_dtype):
     """A few words on how a kernel reads an input."""
-    from ..ir import SHORT_DTYPE
+    from ops.ir import SHORT_DTYPE
 
     shape = ",".join(map(str, view.shape))
     base = view.base

@@ -18,10 +18,10 @@ output index is written in terms of their tile and hand it here.
 """
 from __future__ import annotations
 
-from ..errors import BackendError
+from ops.errors import BackendError
 from ..fusion import riders
 from ..lower import Literal, View
-from ..printer import node_code
+from ops.printer import node_code
 from .common import TL_DTYPE, address, dims_needed, literal_code
 from .pointwise import EXPRESSIONS, HELPERS, _commented
 

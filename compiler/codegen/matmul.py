@@ -35,7 +35,7 @@ def generate(kernel, names, target):
     node = kernel.nodes[0]                  # the product; any nodes after it are its epilogue
     a, b = node.inputs
     if node.dtype not in ("float32", "float64"):
-        from ..errors import BackendError
+        from ops.errors import BackendError
 
         raise BackendError(f"the Triton matmul kernel takes float32 or float64 operands, got "
                            f"{a.type_str} @ {b.type_str} (node {names[node]}); cast them, or use backend='reference'",

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-from ..errors import BackendError
+from ops.errors import BackendError
 from ..lower import Literal, View
-from ..printer import node_code
+from ops.printer import node_code
 from ..lower import contiguous_strides
 from .common import TL_DTYPE, KernelSource, address, digits, dims_needed, literal_code
 

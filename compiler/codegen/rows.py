@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..fusion import is_total
 from ..lower import Literal, View
-from ..printer import node_code
+from ops.printer import node_code
 from .common import TL_DTYPE, KernelSource, address, digits, literal_code, next_pow2
 from .pointwise import EXPRESSIONS, HELPERS, _commented
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..printer import node_code
+from ops.printer import node_code
 from .epilogue import Epilogue
 from .common import TL_DTYPE, KernelSource, address, tuned_launch
 

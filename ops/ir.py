@@ -19,20 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ChainruleError
+from .source import Source, capture_source, mark_as_user_code, source_text  # noqa: F401  (re-exported)
 
 SHORT_DTYPE = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool"}
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where the user wrote the call that made a node."""
-
-    file: str
-    line: int
-    code: str = ""
-
-    def __str__(self):
-        return f"{os.path.basename(self.file)}:{self.line}"
 
 
 class Node:
@@ -115,14 +104,12 @@ class Graph:
 
     # -- text form -----------------------------------------------------------------------
     def __str__(self):
-        from .printer import graph_to_python
+        from .printer import graph_to_python     # printer reads Graph: the two would import each other
 
         return graph_to_python(self)
 
     def to_dot(self):
-        from .render import to_dot
-
-        return to_dot(self, params=self.params())
+        return _drawer().to_dot(self, params=self.params())
 
     def params(self):
         """Inputs drawn as parameters: those a joint graph differentiates (primals_*) when
@@ -134,21 +121,12 @@ class Graph:
         A joint graph is drawn as the backward view (compiler/render.py). Large graphs draw
         each composite or layer call as one box; collapse=None draws every node, expand=
         names scopes to keep open."""
-        from .render import render_dot
-
-        return render_dot(self._dot(collapse, expand), path)
-
-    def _dot(self, collapse="auto", expand=()):
-        from .render import backward_dot, forward_dot
-
-        if any(n.role == "backward" for n in self.nodes):
-            return backward_dot(self, collapse=collapse, expand=expand)
-        return forward_dot(self, collapse=collapse, expand=expand)
+        drawer = _drawer()
+        return drawer.render_dot(drawer.graph_dot(self, collapse=collapse, expand=expand), path)
 
     def _repr_svg_(self):
-        from .render import to_image
-
-        svg = to_image(self._dot())
+        drawer = _drawer()
+        svg = drawer.to_image(drawer.graph_dot(self))
         return svg.decode() if svg is not None else None
 
     def _repr_mimebundle_(self, include=None, exclude=None):
@@ -161,6 +139,25 @@ class Graph:
 
     def __repr__(self):
         return f"<Graph {self.name}: {len(self.inputs)} inputs, {self.num_ops} ops, {len(self.outputs)} outputs>"
+
+
+# -- drawing ---------------------------------------------------------------------------
+
+_DRAWERS = []
+
+
+def install_drawer(drawer):
+    """Drawing a graph marks what only the compiler knows (values the backward saves, the
+    chain rule's fan-in sums, kernels), so the picture is the compiler's: compiler/render.py
+    installs itself here when the compiler is imported, and a Graph draws through it (a
+    handler passed down, so that the IR never imports a layer above it)."""
+    _DRAWERS[:] = [drawer]
+
+
+def _drawer():
+    if not _DRAWERS:
+        raise ChainruleError("drawing a graph needs the compiler: import compiler first")
+    return _DRAWERS[0]
 
 
 # -- tracing state -------------------------------------------------------------------------
@@ -239,45 +236,6 @@ def node_context(source=None, scope=None, role=None):
 
 def current_scope():
     return _context.scope
-
-
-# -- source locations ----------------------------------------------------------------------
-
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_INTERNAL_DIRS = tuple(os.path.join(_PACKAGE_ROOT, p) + os.sep for p in ("ops", "compiler", "runtime"))
-_USER_FILES = set()   # files inside the packages that hold user-level code (the model zoo)
-_FRAMEWORK_DIRS = (os.path.dirname(os.__file__) + os.sep,)  # stdlib: contextlib, functools, ...
-
-
-def mark_as_user_code(path):
-    """Model code shipped inside the packages (the zoo) counts as the user's source."""
-    _USER_FILES.add(os.path.abspath(path))
-
-
-def _is_internal(filename):
-    if filename.startswith("<frozen") or filename.startswith(_FRAMEWORK_DIRS):
-        return True
-    return filename.startswith(_INTERNAL_DIRS) and filename not in _USER_FILES
-
-
-def capture_source(depth=1):
-    """The innermost stack frame outside chainrule: the user's file and line."""
-    frame = sys._getframe(depth)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not _is_internal(filename):
-            return Source(filename, frame.f_lineno)
-        frame = frame.f_back
-    return None
-
-
-def source_text(source):
-    """The line of code a Source points at, stripped; '' if unreadable."""
-    if source is None:
-        return ""
-    import linecache
-
-    return linecache.getline(source.file, source.line).strip()
 
 
 __all__ = ["Source", "Node", "Graph", "Trace", "tracing", "scope", "node_context", "current_trace",

@@ -6,6 +6,8 @@ the traceback of a traced program mostly shows chainrule's insides.
 """
 from __future__ import annotations
 
+from .source import source_text
+
 
 class ChainruleError(Exception):
     """Base class: `op` is the user-facing op, `source` the user's Source (or None)."""
@@ -20,8 +22,6 @@ class ChainruleError(Exception):
         head = f"{self.op}: {self.bare_message}" if self.op else self.bare_message
         if self.source is None:
             return head
-        from .ir import source_text
-
         code = source_text(self.source)
         return f"{head}\n  at {self.source}" + (f":  {code}" if code else "")
 
