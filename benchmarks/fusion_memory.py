@@ -41,9 +41,9 @@ sys.path.insert(0, HERE)
 
 import compiler as C  # noqa: E402
 from compile_time import resnet18, resnet18_specs  # noqa: E402
-from runtime import kernel_cache, zoo  # noqa: E402
+from runtime.executors import kernel_cache, zoo  # noqa: E402
 from runtime.bench import cold_kernel_cache, warm_up, write_json  # noqa: E402
-from runtime.reference import run_graph  # noqa: E402
+from runtime.executors.reference import run_graph  # noqa: E402
 
 BATCH = 64
 DEFAULT_OUT = os.path.join(HERE, "results", "fusion_memory.json")
@@ -104,7 +104,7 @@ def bench(name, fn, specs, argnums, arrays):
 
 
 def measure(fn, specs, argnums, arrays):
-    from runtime.triton_executor import make_target
+    from runtime.executors.triton import make_target
 
     start = time.perf_counter()
     step = C.compile(fn, *specs, grad_argnums=argnums, backend="interpret")

@@ -39,7 +39,7 @@ class Program:
 
     def __init__(self, fn, specs, static=None, grad_argnums=None, backend=None, with_value=True, remat=False,
                  has_aux=False, carry=None, autotune=None, replay=None):
-        from runtime.backends import executor_for, resolve
+        from runtime.executors.backends import executor_for, resolve
 
         self.backend = resolve(backend)
         self.grad_argnums = grad_argnums
@@ -189,7 +189,7 @@ class Program:
         """Write the compile's artifacts into `directory`: the traced, joint and simplified
         programs, the fusion groups (03_fusion.txt), the memory plan (04_memory.txt), the saved
         values (05_saved.txt), every generated kernel under kernels/ and run.py, which runs
-        those kernels on random inputs against the reference (runtime/repro.py); the reference
+        those kernels on random inputs against the reference (compiler/repro.py); the reference
         backend generates no kernels, so writes neither. Compiling twice writes the same files."""
         import os
 
@@ -207,10 +207,10 @@ class Program:
             files.append(("06_autotune.txt", self.executor.autotune_text()))
         files += [(os.path.join("kernels", name), text) for name, text in self.executor.files()]
         if getattr(self.executor, "schedule", None) is not None:     # the reference backend has no kernels
-            from runtime.repro import run_script
+            from compiler.repro import run_script
 
             files.append(("run.py", run_script(self.executor)))
-        from runtime.kernel_cache import write_atomic
+        from runtime.executors.kernel_cache import write_atomic
 
         written = []
         for name, text in files:
@@ -293,8 +293,8 @@ def compile(fn, *specs, grad_argnums=None, backend=None, remat=False, carry=None
     training step's parameters and optimizer state): load the first values with
     `program.load_state(arrays)`, then pass only the other inputs; `program.state()` reads
     them back. `autotune`: time each matmul and conv kernel's block sizes at compile time and
-    keep the fastest (runtime/autotune.py); `replay`: from the second call on, replay the
-    recorded launches (a CUDA graph on a GPU, runtime/replay.py). None: on for a GPU, off
+    keep the fastest (runtime/executors/autotune.py); `replay`: from the second call on, replay the
+    recorded launches (a CUDA graph on a GPU, runtime/executors/replay.py). None: on for a GPU, off
     under the interpreter."""
     return Program(fn, specs, grad_argnums=grad_argnums, backend=backend, remat=remat, carry=carry,
                    autotune=autotune, replay=replay)

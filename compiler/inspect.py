@@ -111,7 +111,7 @@ def scalar_values(fn, *args, argnums=None):
     the inputs gradients flow to, by default every float input)."""
     from .api import trace
     from .autodiff import grad_graph
-    from runtime.reference import run_graph, run_graph_values
+    from runtime.executors.reference import run_graph, run_graph_values
 
     arrays = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in _arrays(args)]
     graph = trace(fn, *arrays)
@@ -224,7 +224,7 @@ def triton_values(graph, args, backend="interpret"):
     kernels reuse the arena), and a view is read through its strides from its base's copy."""
     import torch
 
-    from runtime.triton_executor import TritonExecutor, make_target
+    from runtime.executors.triton import TritonExecutor, make_target
     from .lower import Literal
 
     executor = TritonExecutor(graph, make_target(backend), poison=True, fuse=False)
@@ -260,7 +260,7 @@ def node_errors(fn, *args, argnums=None, backend="interpret", threshold=THRESHOL
     """Run fn's simplified joint graph (value and gradients) through the Triton kernels in
     float32 and the reference in float64 on the same inputs (integer inputs as given);
     return a GradientCheck with every computed node's relative error."""
-    from runtime.reference import run_graph_values
+    from runtime.executors.reference import run_graph_values
 
     if backend not in ("interpret", "triton"):
         raise ValueError(f"gradient check: backend must be 'interpret' or 'triton', not {backend!r}")

@@ -192,7 +192,7 @@ def cold_kernel_cache():
     """An empty kernel cache, and no kernel imported yet, for the body: a cold compile. The
     cache folder lives as long as the body (interpreted kernels read their files) and the
     previous cache and imported kernels are back afterwards."""
-    from . import kernel_cache
+    from .executors import kernel_cache
 
     folder = tempfile.mkdtemp(prefix="chainrule-bench-")
     saved_env, saved_modules = os.environ.get("CHAINRULE_CACHE_DIR"), dict(kernel_cache._modules)
@@ -472,7 +472,7 @@ class OurKernels:
         import compiler as C
         import ops as O
 
-        from .triton_executor import TritonExecutor
+        from .executors.triton import TritonExecutor
 
         graph = C.trace(case.fn, *[O.spec(shape, dtype) for shape, dtype in case.inputs])
         if case.grad:
@@ -482,11 +482,11 @@ class OurKernels:
 
     def bind(self, tensors):
         """(run, outputs) for one input set (in graph-input order): run() launches every kernel,
-        with its output buffers allocated here, once (a recording, runtime/replay.py, launched one
+        with its output buffers allocated here, once (a recording, runtime/executors/replay.py, launched one
         by one); outputs() reads the graph's outputs."""
         import torch
 
-        from .replay import Recording
+        from .executors.replay import Recording
 
         ex = self.executor
         if ex.arena is None:

@@ -24,8 +24,8 @@ def run_both(fn, *arrays):
     poisoned with NaN before every launch, so an element a kernel forgets stays NaN."""
     import compiler as C
     from compiler.codegen import Target
-    from runtime.reference import run_graph
-    from runtime.triton_executor import TritonExecutor
+    from runtime.executors.reference import run_graph
+    from runtime.executors.triton import TritonExecutor
 
     graph = C.trace(fn, *arrays)
     return run_graph(graph, list(arrays)), TritonExecutor(graph, Target(), poison=True)(list(arrays))

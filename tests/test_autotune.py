@@ -1,4 +1,4 @@
-"""Autotuning (runtime/autotune.py): a matmul or conv kernel's candidate block sizes are timed
+"""Autotuning (runtime/executors/autotune.py): a matmul or conv kernel's candidate block sizes are timed
 at compile time and the fastest kept, cached per kernel and device, and logged in
 06_autotune.txt. Every candidate must compute the same thing; tuning must not touch the
 program's state; the cache must survive being corrupted."""
@@ -12,7 +12,7 @@ import torch
 import compiler as C
 import ops as O
 from ops.errors import BackendError
-from runtime import autotune
+from runtime.executors import autotune
 from tests.helpers import nonzero, rel_error
 
 

@@ -8,8 +8,8 @@ import compiler as C
 import ops as O
 from compiler.codegen import Target
 from ops.errors import ArgumentError
-from runtime.reference import run_graph
-from runtime.triton_executor import TritonExecutor
+from runtime.executors.reference import run_graph
+from runtime.executors.triton import TritonExecutor
 from tests.helpers import nonzero, rel_error
 
 

@@ -17,8 +17,8 @@ from compiler.lower import lower
 from ops.printer import value_names
 from ops import primitives as P
 from runtime import zoo
-from runtime.reference import run_graph
-from runtime.triton_executor import TritonExecutor
+from runtime.executors.reference import run_graph
+from runtime.executors.triton import TritonExecutor
 from tests.helpers import nonzero, rel_error
 
 CONV = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)}

@@ -10,8 +10,8 @@ import ops as O
 from compiler.codegen import Target
 from compiler.fusion import fuse
 from runtime import zoo
-from runtime.reference import run_graph
-from runtime.triton_executor import TritonExecutor
+from runtime.executors.reference import run_graph
+from runtime.executors.triton import TritonExecutor
 from tests.helpers import nonzero, rel_error
 from tests.test_random_programs import _error, chainrule_fn, describe, programs
 

@@ -9,7 +9,7 @@ import numpy as np
 
 import compiler as C
 import ops as O
-from runtime import kernel_cache
+from runtime.executors import kernel_cache
 from tests.helpers import nonzero, rel_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -17,8 +17,8 @@ from compiler.memory import (
     plan_memory,
     verify,
 )
-from runtime.reference import run_graph
-from runtime.triton_executor import TritonExecutor
+from runtime.executors.reference import run_graph
+from runtime.executors.triton import TritonExecutor
 from runtime.zoo import ZOO
 from tests.helpers import nonzero, rel_error
 

@@ -1,4 +1,4 @@
-"""Replay (runtime/replay.py): from the second call on, a program's launches are replayed from
+"""Replay (runtime/executors/replay.py): from the second call on, a program's launches are replayed from
 one recording with fixed buffers (a CUDA graph on a GPU). Replayed calls must equal calls
 run kernel by kernel, with fresh inputs every call, carried state moved forward, and
 outputs that are the caller's own copies."""

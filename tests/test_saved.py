@@ -14,7 +14,7 @@ from compiler.remat import recomputable, regenerate_random, rematerialize
 from compiler.saved import saved_bytes, saved_input_bytes, saved_report, saved_values
 from ops.primitive import REGISTRY
 from runtime import zoo
-from runtime.reference import run_graph
+from runtime.executors.reference import run_graph
 from tests.helpers import nonzero, rel_error
 
 

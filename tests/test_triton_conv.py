@@ -20,7 +20,7 @@ from compiler.codegen import conv as conv_codegen
 from compiler.lower import lower
 from ops.printer import value_names
 from ops import primitives as P
-from runtime.triton_executor import TritonExecutor
+from runtime.executors.triton import TritonExecutor
 from tests.helpers import nonzero, rel_error
 
 TOL = 1e-4
@@ -210,7 +210,7 @@ def test_float64_and_mixed_dtypes(rng):
 
 def test_generated_source():
     """The interpreter gets one big tile and no GPU launch parameters; a GPU gets configs for
-    the autotuner (runtime/autotune.py) and tf32 when allowed; the three kernels share the same
+    the autotuner (runtime/executors/autotune.py) and tf32 when allowed; the three kernels share the same
     GEMM skeleton."""
     in_shape, w_shape, out_shape, attrs = _shapes((2, 3, 7, 6, 4, 3, 3, (2, 1), (1, 1), (1, 1)))
     graph = C.trace(_all_three(in_shape, w_shape, attrs), O.spec(in_shape), O.spec(w_shape), O.spec(out_shape))

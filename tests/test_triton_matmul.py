@@ -12,7 +12,7 @@ import compiler as C
 import ops as O
 from compiler.codegen import Target, generate
 from ops.errors import BackendError
-from runtime.triton_executor import TritonExecutor
+from runtime.executors.triton import TritonExecutor
 from tests.helpers import nonzero, rel_error
 
 

@@ -7,7 +7,7 @@ import pytest
 import compiler as C
 import ops as O
 from compiler.codegen import Target
-from runtime.triton_executor import TritonExecutor
+from runtime.executors.triton import TritonExecutor
 from tests.helpers import assert_close, nonzero, positive, rel_error, run_both
 
 

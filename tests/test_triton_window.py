@@ -10,7 +10,7 @@ import compiler as C
 import ops as O
 from compiler.codegen import Target
 from ops import primitives as P
-from runtime.triton_executor import TritonExecutor
+from runtime.executors.triton import TritonExecutor
 from tests.helpers import assert_close, nonzero, positive, rel_error, run_both
 
 

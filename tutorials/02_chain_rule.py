@@ -40,7 +40,7 @@ from compiler.autodiff import FANOUT_SUM
 from ops.printer import node_code, value_names
 from compiler.render import values_dot
 from runtime.datasets import blobs
-from runtime.reference import run_graph_values
+from runtime.executors.reference import run_graph_values
 from runtime.tutorial import Tutorial
 
 tut = Tutorial("02_chain_rule")

@@ -37,7 +37,7 @@ import compiler as C
 import ops as O
 from ops.printer import value_names
 from ops import layers as L
-from runtime.reference import run_graph_values
+from runtime.executors.reference import run_graph_values
 from runtime.tutorial import Tutorial
 
 tut = Tutorial("07_batch_norm")

@@ -36,7 +36,7 @@ from ops.printer import value_names
 from compiler.remat import regenerate_random
 from compiler.saved import saved_bytes, saved_report
 from ops import layers as L
-from runtime.backends import executor_for
+from runtime.executors.backends import executor_for
 from runtime.curves import plot_learning_curves
 from runtime.datasets import batches, digits_split
 from runtime.train import evaluate, fit

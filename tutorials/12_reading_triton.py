@@ -519,7 +519,7 @@ tut.show(fig, "softmax_block")
 # %% [markdown]
 # ## Replaying a compiled step: `run.py`
 #
-# `program.dump(folder)` writes, next to the kernels, `run.py` (made by `runtime/repro.py`): a
+# `program.dump(folder)` writes, next to the kernels, `run.py` (made by `compiler/repro.py`): a
 # script that replays the step without chainrule's compiler. The schedule is written into it
 # as data — which file, which buffers it reads, which it writes:
 
@@ -531,7 +531,7 @@ table = run_py[run_py.index("KERNELS = ["):]
 print(table[:table.index("\n]\n") + 2])
 
 # %% [markdown]
-# and its loop is the executor's (`runtime/triton_executor.py`): import each file, allocate
+# and its loop is the executor's (`runtime/executors/triton.py`): import each file, allocate
 # outputs poisoned with values no kernel writes (NaN, or the most negative integer), and call
 # `launch(*inputs, *outputs)` — an input that is a view (a transpose, a broadcast) is passed as
 # the buffer it views, because the kernel's addresses already contain its strides:

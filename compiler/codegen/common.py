@@ -171,14 +171,14 @@ def describe(view, node_dtype):
 
 def tuned_launch(kernel_name, args, configs, grid):
     """The CONFIGS list and the launch() of a kernel whose block sizes are chosen by
-    measurement (runtime/autotune.py times each config on the device at compile time, keeps
+    measurement (runtime/executors/autotune.py times each config on the device at compile time, keeps
     the fastest and caches the choice). `configs`: dicts of launch parameters, the first the
     code generator's own pick, which launch() takes by default; `grid`: the launch grid as
     source, in terms of those parameters. One config: nothing to choose, no CONFIGS."""
     keys = list(configs[0])
     lines = []
     if len(configs) > 1:
-        lines += ["# the block sizes to choose from: runtime/autotune.py times each on the device and keeps",
+        lines += ["# the block sizes to choose from: runtime/executors/autotune.py times each on the device and keeps",
                   "# the fastest; launch() on its own takes the first, the code generator's pick", "CONFIGS = ["]
         lines += ["    {" + ", ".join(f'"{k}": {c[k]}' for k in keys) + "}," for c in configs]
         lines += ["]", "", ""]

@@ -39,7 +39,7 @@ from .epilogue import Epilogue, Rider
 # faster than 2^15.
 INTERPRET_TILE = 1 << 17
 
-# GPU tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps) for the autotuner (runtime/autotune.py)
+# GPU tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps) for the autotuner (runtime/executors/autotune.py)
 GPU_CONFIGS = [(64, 64, 32, 4), (128, 64, 32, 4), (64, 128, 32, 4), (32, 32, 32, 2), (128, 128, 32, 8)]
 
 # index of a row digit in a [BLOCK_M, ...] tile, of a column digit in a [..., BLOCK_N] tile;

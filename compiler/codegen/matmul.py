@@ -21,7 +21,7 @@ from .common import (TL_DTYPE, KernelSource, address, digits, dims_needed, disti
                      tuned_launch)
 from .epilogue import Epilogue, Rider
 
-# GPU tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the autotuner (runtime/autotune.py), suited to
+# GPU tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the autotuner (runtime/executors/autotune.py), suited to
 # Hopper: float32 goes through the tensor cores (tf32) or plain FMAs (ieee); float64 tiles
 # are smaller since each element takes twice the shared memory.
 GPU_CONFIGS = {

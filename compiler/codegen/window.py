@@ -72,7 +72,7 @@ def generate(kernel, names, target):
             body.append(f"    tl.store({names[out]}_ptr + offs, {names[out]}, mask=mask)")
     src.body = body
     args = ", ".join(ins + outs)
-    # on a GPU the autotuner picks the block (runtime/autotune.py); under the interpreter, the largest
+    # on a GPU the autotuner picks the block (runtime/executors/autotune.py); under the interpreter, the largest
     configs = ([{"BLOCK": target.pointwise_block(total)}] if target.interpret else
                [{"BLOCK": 256, "num_warps": 4}, {"BLOCK": 512, "num_warps": 4}, {"BLOCK": 1024, "num_warps": 8}])
     src.launch = tuned_launch(kernel.name, args, configs, f"(triton.cdiv({total}, BLOCK),)")

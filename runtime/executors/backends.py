@@ -29,6 +29,6 @@ def executor_for(graph, backend, carry=(), autotune=None, replay=None):
         from .reference import ReferenceExecutor
 
         return ReferenceExecutor(graph, carry)
-    from .triton_executor import TritonExecutor, make_target
+    from .triton import TritonExecutor, make_target
 
     return TritonExecutor(graph, make_target(backend), carry=carry, autotune=autotune, replay=replay)

@@ -1,7 +1,7 @@
 """run.py: a runnable reproduction of one compiled step, written by `Program.dump(dir)`.
 
 The script launches the kernels in `dir/kernels/` in order, exactly as the Triton executor
-does (runtime/triton_executor.py): each kernel's `launch(...)` gets the buffers of its
+does (runtime/executors/triton.py): each kernel's `launch(...)` gets the buffers of its
 inputs (for an input that is a view, the buffer it is a view of: the kernel reads through
 strides written into its code), then freshly allocated outputs. It feeds them random
 inputs of the traced shapes and dtypes (never zeros), reads the graph's outputs back
@@ -32,7 +32,7 @@ The kernels were generated for the target {target}. Kernels generated for a GPU
 run on the GPU when there is one; otherwise (or with TRITON_INTERPRET=1) they run under
 Triton's interpreter on the CPU; TRITON_INTERPRET=0 forces the GPU.
 
-Written by chainrule (Program.dump); it launches each kernel as runtime/triton_executor.py
+Written by chainrule (Program.dump); it launches each kernel as runtime/executors/triton.py
 does: launch(*inputs, *outputs), an input that is a view passed as the buffer it views.
 """
 import argparse
@@ -73,7 +73,7 @@ import triton  # noqa: E402,F401
 
 import compiler as C  # noqa: E402
 from ops.printer import value_names  # noqa: E402
-from runtime.reference import run_graph  # noqa: E402
+from runtime.executors.reference import run_graph  # noqa: E402
 
 NAME = {name!r}
 

@@ -18,7 +18,7 @@ class ReferenceExecutor:
 
     def __init__(self, graph, carry=()):
         self.graph = graph
-        self.carry = list(carry)           # (input index, output index): see runtime/triton_executor.py
+        self.carry = list(carry)           # (input index, output index): see runtime/executors/triton.py
         self.carried = None
 
     def load_state(self, arrays):

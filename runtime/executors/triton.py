@@ -15,9 +15,9 @@ output is written over the input it replaces where the memory plan proves that s
 its fresh buffer simply becomes the state. Nothing crosses to the host until `state()`.
 
 Two things happen once, to make every later call cheaper: each matmul and conv kernel's
-block sizes are chosen by timing (runtime/autotune.py; on by default on a GPU), and from the
+block sizes are chosen by timing (runtime/executors/autotune.py; on by default on a GPU), and from the
 second call on the step's launches are replayed from a recording with fixed buffers
-(runtime/replay.py: a CUDA graph on a GPU; on by default there).
+(runtime/executors/replay.py: a CUDA graph on a GPU; on by default there).
 """
 from __future__ import annotations
 

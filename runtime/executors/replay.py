@@ -83,6 +83,6 @@ def _copy_over(old, value):
 
 
 def _dtype(node):
-    from .triton_executor import torch_dtype
+    from .triton import torch_dtype
 
     return torch_dtype(node.dtype)
