@@ -7,7 +7,7 @@ Two models, written with the DSL and taking their parameters as function argumen
             with 64/128/256/512 channels, batch_norm(training=True), 1x1 downsampling
             convs on the skip, adaptive_avg_pool2d(1), linear to 10 classes,
             cross_entropy) on an 8x3x64x64 batch: the network `chainrule bench` builds
-            as layers (runtime/bench.py), written here as one function of its parameters.
+            as layers (runtime/bench/workloads.py), written here as one function of its parameters.
 
 Shapes are symbolic: nothing is executed. For each model we time C.trace, C.grad_graph
 (with respect to every parameter) and C.simplify separately, take the median of
@@ -28,7 +28,8 @@ import time
 
 import ops as O
 import compiler as C
-from runtime.bench import RESNET_INPUT, RESNET_STAGES, write_json
+from runtime.bench.report import write_json
+from runtime.bench.workloads import RESNET_INPUT, RESNET_STAGES
 
 GOAL_SECONDS = 1.0
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "compile_time.json")

@@ -41,9 +41,11 @@ sys.path.insert(0, HERE)
 
 import compiler as C  # noqa: E402
 from compile_time import resnet18, resnet18_specs  # noqa: E402
-from runtime.executors import kernel_cache, zoo  # noqa: E402
-from runtime.bench import cold_kernel_cache, warm_up, write_json  # noqa: E402
-from runtime.executors.reference import run_graph  # noqa: E402
+from runtime.executors import kernel_cache  # noqa: E402
+from runtime.bench.report import write_json  # noqa: E402
+from runtime.bench.timing import cold_kernel_cache, warm_up  # noqa: E402
+from runtime.training import zoo  # noqa: E402
+from ops.evaluate import run_graph  # noqa: E402
 
 BATCH = 64
 DEFAULT_OUT = os.path.join(HERE, "results", "fusion_memory.json")

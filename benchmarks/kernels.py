@@ -5,7 +5,7 @@ every parameter) through the generated Triton kernels under the interpreter, aga
 NumPy reference executor on the same step. Goal: under 2 s per step.
 
 GPU (when CUDA is available): each kernel family against torch on the same GPU and against
-the roofline, as measured by `chainrule bench` (runtime/bench.py: gpu_kernels): matmul vs
+the roofline, as measured by `chainrule bench` (runtime/bench/gpu.py: gpu_kernels): matmul vs
 cuBLAS (fp32, tf32, fp16) at 1024^3-8192^3, conv2d forward and both backward convolutions
 vs cuDNN on LeNet, ResNet-18 and CIFAR shapes, max pooling, batch norm, layer norm and
 softmax + cross-entropy forward + backward (CUDA events, warm-up, median, rotated inputs).
@@ -27,8 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import compiler as C  # noqa: E402
-from runtime import zoo  # noqa: E402
-from runtime.bench import gpu_kernels, kernel_table, write_json  # noqa: E402
+from runtime.training import zoo  # noqa: E402
+from runtime.bench.gpu import gpu_kernels  # noqa: E402
+from runtime.bench.report import kernel_table, write_json  # noqa: E402
 
 
 def cpu_training_step(repeat):

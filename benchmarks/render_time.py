@@ -22,8 +22,8 @@ sys.path.insert(0, HERE)
 
 import compiler as C  # noqa: E402
 from compile_time import resnet18, resnet18_specs  # noqa: E402
-from runtime import zoo  # noqa: E402
-from runtime.bench import write_json  # noqa: E402
+from runtime.training import zoo  # noqa: E402
+from runtime.bench.report import write_json  # noqa: E402
 
 GOAL_SECONDS = 10.0
 DEFAULT_OUT = os.path.join(HERE, "results", "render_time.json")

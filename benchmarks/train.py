@@ -5,9 +5,9 @@ kernels: under Triton's interpreter on a machine without a GPU, compiled on a GP
 model trains with `chainrule train`'s defaults (Adam, lr 0.01, batch 64, 15 epochs, the
 best validation epoch's weights kept) on the same train/val/test split.
 
-Beside it, on the CPU, the model's torch twin (benchmarks/torch_twins.py: the same layers
+Beside it, on the CPU, the model's torch twin (runtime/training/twins.py: the same layers
 and the same initial weights) trains in torch eager with the same optimizer and the same
-batches in the same order (`runtime.datasets.batches` drawing from the generator `fit`
+batches in the same order (`runtime.training.data.batches` drawing from the generator `fit`
 seeds), and is tested with its best validation epoch's weights, as `fit` does. Seconds per
 step, on both sides: the training run's wall time (the steps, each epoch's validation, the
 test) over its number of steps; the ratio is chainrule's over torch's. torch computes on
@@ -48,11 +48,12 @@ sys.path.insert(0, HERE)
 
 import compiler as C  # noqa: E402
 import ops as O  # noqa: E402
-from runtime.bench import measure_gpu_step, write_json  # noqa: E402
-from runtime.datasets import batches, digits_split  # noqa: E402
-from runtime.train import OPTIMIZERS, _reconstruction_loss, fit  # noqa: E402
-from runtime.zoo import RECONSTRUCTS, network, networks  # noqa: E402
-from torch_twins import torch_fit, torch_loss, torch_optimizer, torch_train_step, torch_twin  # noqa: E402
+from runtime.bench.gpu import measure_gpu_step  # noqa: E402
+from runtime.bench.report import write_json  # noqa: E402
+from runtime.training.data import batches, digits_split  # noqa: E402
+from runtime.training.loop import OPTIMIZERS, _reconstruction_loss, fit  # noqa: E402
+from runtime.training.twins import torch_fit, torch_loss, torch_optimizer, torch_train_step, torch_twin  # noqa: E402
+from runtime.training.zoo import RECONSTRUCTS, network, networks  # noqa: E402
 
 GOALS = {"lenet": 0.97, "mlp": 0.96, "logreg": 0.93}
 LENET_SECONDS = 180.0

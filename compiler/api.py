@@ -13,74 +13,78 @@ compositions, such as a Hessian-vector product, work.
 from __future__ import annotations
 
 import functools
-import inspect
 import numbers
-import time
 
 import numpy as np
 
+from ops import ir
+from ops.errors import ArgumentError, ChainruleError
 from ops.tensor import Spec, Tensor
 from ops.trace import default_dtype, function_name, to_numpy, trace
 
-from ops import ir
+from . import artifacts, backends, cost
 from .autodiff import grad_graph
-from .remat import regenerate_random
-from ops.errors import ArgumentError, ChainruleError
-from .graphs import carried_nodes
 from .graphs import replay
-from .simplify import simplify
+from .lower import lower
+from .pipeline import Options, compile_function, with_kernels
+from .render import kernels_dot, to_image
+from .saved import saved_bytes
 
 
 # -- the compiled program ---------------------------------------------------------------------
 
 class Program:
-    """One compiled function for fixed input specs: its graphs at every stage, its executor,
-    and what the compile cost."""
+    """One compiled function for fixed input specs: a `Compiled` (every stage of the compile,
+    compiler/pipeline.py) paired with the executor that runs it (runtime/executors/, found by
+    backend name: compiler/backends.py)."""
 
     def __init__(self, fn, specs, static=None, grad_argnums=None, backend=None, with_value=True, remat=False,
                  has_aux=False, carry=None, autotune=None, replay=None):
-        from runtime.executors.backends import executor_for, resolve
-
-        self.backend = resolve(backend)
-        self.grad_argnums = grad_argnums
-        self.with_value = with_value
-        self.has_aux = has_aux
-        self.compile_seconds = {}
-        start = time.perf_counter()
-        self.forward = trace(fn, *specs, static=static)
-        self._lap("trace", start)
-        self.param_positions = ()
+        self.backend = backends.resolve(backend)
+        executor_class = backends.executor_class(self.backend)
+        self.grad_argnums, self.with_value, self.has_aux = grad_argnums, with_value, has_aux
+        positions = None
         if grad_argnums is not None:
-            positions = self.param_positions = _positions(self.forward, static or {}, grad_argnums)
-            start = time.perf_counter()
-            self.joint = grad_graph(self.forward, positions, with_value=with_value, has_aux=has_aux)
-            self._lap("autodiff", start)
-        else:
-            self.joint = None
-        start = time.perf_counter()
-        self.graph = regenerate_random(simplify(self.joint or self.forward))   # dropout masks: never saved
-        self._lap("simplify", start)
-        self.remat, self.before_remat = remat, None
-        if remat:              # recompute cheap pointwise values in the backward (compiler/remat.py)
-            from .remat import rematerialize
-
-            start = time.perf_counter()
-            self.before_remat, self.graph = self.graph, rematerialize(self.graph)
-            self._lap("remat", start)
-        self.carry = _carry_pairs(self.graph, carry, grad_argnums)
-        start = time.perf_counter()
-        self.executor = executor_for(self.graph, self.backend, self.carry, autotune=autotune, replay=replay)
-        self._lap("lower", start)
-        tuned = getattr(self.executor, "autotune_seconds", 0.0)
-        if getattr(self.executor, "autotune", False):       # timing the kernels' candidates is a pass of its own
-            self.compile_seconds["lower"] -= tuned
-            self.compile_seconds["autotune"] = tuned
-        carried = {i for i, _ in self.carry}
-        self.specs = [Spec(n.shape, n.dtype) for i, n in enumerate(self.forward.inputs) if i not in carried]
+            positions = _positions(function_name(fn), len(specs), static or {}, grad_argnums)
+        options = Options(grad_argnums=positions, with_value=with_value, has_aux=has_aux, remat=remat,
+                          carry=tuple(sorted(dict(carry or {}).items())), target=executor_class.target_for(self.backend))
+        self.compiled = compile_function(fn, specs, options, static=static)
+        self.param_positions = positions or ()      # the inputs drawn as parameters
+        self.executor = executor_class(self.compiled, autotune=autotune, replay=replay)
+        self.compile_seconds = {**self.compiled.seconds, **self.executor.seconds}
+        carried = {i for i, _ in self.compiled.carry}
         self.free_inputs = [n for i, n in enumerate(self.forward.inputs) if i not in carried]
+        self.specs = [Spec(n.shape, n.dtype) for n in self.free_inputs]
+        self._with_kernels = None
 
-    def _lap(self, name, start):
-        self.compile_seconds[name] = time.perf_counter() - start
+    # the stages of the compile, as the Compiled holds them
+    forward = property(lambda self: self.compiled.forward)
+    joint = property(lambda self: self.compiled.joint)
+    graph = property(lambda self: self.compiled.graph)
+    before_remat = property(lambda self: self.compiled.before_remat)
+    remat = property(lambda self: self.compiled.options.remat)
+    carry = property(lambda self: list(self.compiled.carry))
+
+    @property
+    def kernels(self):
+        """The compile with its kernel passes: the program's own, or, for the reference backend
+        (which runs the graph and compiles no kernels), the kernels the interpreter would run,
+        compiled on first use for reports and pictures."""
+        if self.compiled.schedule is not None:
+            return self.compiled
+        if self._with_kernels is None:
+            self._with_kernels = with_kernels(self.compiled)
+        return self._with_kernels
+
+    @property
+    def schedule(self):
+        """The kernel Schedule (compiler/lower.py); see `kernels`."""
+        return self.kernels.schedule
+
+    @property
+    def memory(self):
+        """The MemoryPlan (compiler/memory.py); see `kernels`."""
+        return self.kernels.memory
 
     def run(self, arrays):
         """Run on NumPy arrays (one per traced input that is not carried); returns the list of
@@ -117,149 +121,65 @@ class Program:
         return _package(outputs, self.forward.returns_tuple, self.grad_argnums, self.with_value, aux)
 
     def source(self):
-        """The code this program runs (for the reference backend: the graph as Python)."""
+        """The code this program runs: its kernels' Triton source (for the reference backend:
+        the graph as Python)."""
         return self.executor.source()
 
-    @property
-    def memory(self):
-        """The MemoryPlan of this step (compiler/memory.py): the one the Triton executor runs
-        from, or, for the reference backend (which frees each value after its last use and
-        has no arena), the plan the Triton backends make for the same graph, fused and lowered
-        the same way, so every backend reports the same numbers."""
-        plan = getattr(self.executor, "plan", None)
-        if plan is None:
-            if getattr(self, "_memory", None) is None:
-                from .memory import plan_memory
-
-                self._memory = plan_memory(self.schedule, carried=carried_nodes(self.graph, self.carry))
-            plan = self._memory
-        return plan
-
-    @property
-    def schedule(self):
-        """The kernel Schedule of this step (compiler/lower.py): the Triton executor's, or, for
-        the reference backend, the fused lowering the Triton backends would run."""
-        schedule = getattr(self.executor, "schedule", None)
-        if schedule is None:
-            if getattr(self, "_schedule", None) is None:
-                from .fusion import fuse
-                from .lower import lower
-
-                self._schedule = lower(self.graph, fuse(self.graph), carried_nodes(self.graph, self.carry))
-            schedule = self._schedule
-        return schedule
-
     def report(self):
-        """What the compile made: op counts per stage, kernels and the bytes each moves
-        (the Triton backends), the bytes all kernels move against the compulsory traffic
-        (compiler/cost.py), the memory plan's arena against its lower bound (most bytes
-        live at once) and against no reuse (the reference backend reports the bytes and the
-        plan of the fused lowering the Triton backends would run, see `schedule`), and the
-        seconds each pass took."""
-        from . import cost
-        from .lower import lower
-
-        kernels = self.executor.kernel_report()
-        memory = self.memory
+        """What the compile made and what a call runs. `executed`: what this backend runs per
+        call (kernel launches, or for the reference backend the nodes it evaluates one by one).
+        `kernels`, `kernel_bytes`, `dram_bytes` and the arena figures describe the compiled
+        kernel schedule (`schedule_of` says for which target: for the reference backend, the
+        kernels the interpreter would run). `compile_seconds`: one entry per pass, in order."""
+        kernels = self.kernels
         return {"backend": self.backend,
+                "executed": self.executor.executed(),
+                "schedule_of": kernels.target.key if self.compiled.schedule is not None
+                else f"{kernels.target.key} (compiled for this report: the reference backend runs no kernels)",
                 "nodes": {"forward": self.forward.num_ops,
                           "joint": self.joint.num_ops if self.joint else None,
                           "simplified": self.graph.num_ops},
-                "kernels": len(kernels),
+                "kernels": len(kernels.schedule.kernels),
                 "unfused_kernels": len(lower(self.graph).kernels),
-                "kernel_bytes": kernels,
-                "dram_bytes": cost.dram_bytes(self.schedule),
+                "kernel_bytes": kernel_rows(kernels),
+                "dram_bytes": cost.dram_bytes(kernels.schedule),
                 "min_dram_bytes": cost.min_dram_bytes(self.graph),
-                "arena_bytes": memory.arena_bytes,
-                "live_lower_bound_bytes": memory.live_lower_bound_bytes,
-                "no_reuse_bytes": memory.no_reuse_bytes,
+                "arena_bytes": kernels.memory.arena_bytes,
+                "live_lower_bound_bytes": kernels.memory.live_lower_bound_bytes,
+                "no_reuse_bytes": kernels.memory.no_reuse_bytes,
                 **self._saved_bytes(),
                 "compile_seconds": dict(self.compile_seconds)}
 
     def _saved_bytes(self):
         """Bytes the forward keeps for the backward (compiler/saved.py), before and after remat."""
-        from .saved import saved_bytes
-
         out = {"saved_bytes": saved_bytes(self.graph)}
         if self.remat:
             out["saved_bytes_before_remat"] = saved_bytes(self.before_remat)
         return out
 
     def dump(self, directory):
-        """Write the compile's artifacts into `directory`: the traced, joint and simplified
-        programs, the fusion groups (03_fusion.txt), the memory plan (04_memory.txt), the saved
-        values (05_saved.txt), every generated kernel under kernels/ and run.py, which runs
-        those kernels on random inputs against the reference (compiler/repro.py); the reference
-        backend generates no kernels, so writes neither. Compiling twice writes the same files."""
-        import os
-
-        os.makedirs(directory, exist_ok=True)
-        files = [("00_trace.py", self.forward), ("01_joint.py", self.joint), ("02_simplified.py", self.graph)]
-        files = [(name, str(graph)) for name, graph in files if graph is not None]
-        from .fusion import fuse
-
-        files.append(("03_fusion.txt", (getattr(self.executor, "fusion", None) or fuse(self.graph)).text(self.schedule)))
-        files.append(("04_memory.txt", self.memory.text()))
-        from .saved import saved_report
-
-        files.append(("05_saved.txt", saved_report(self.graph, before=self.before_remat)))
-        if hasattr(self.executor, "autotune_text"):                  # the Triton backends
-            files.append(("06_autotune.txt", self.executor.autotune_text()))
-        files += [(os.path.join("kernels", name), text) for name, text in self.executor.files()]
-        if getattr(self.executor, "schedule", None) is not None:     # the reference backend has no kernels
-            from compiler.repro import run_script
-
-            files.append(("run.py", run_script(self.executor)))
-        from runtime.executors.kernel_cache import write_atomic
-
-        written = []
-        for name, text in files:
-            path = os.path.join(directory, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_atomic(path, text)
-            written.append(path)
-        return written + self.render(directory, quiet=True)
+        """Write the compile's artifacts into `directory` (compiler/artifacts.py): the traced,
+        joint and simplified programs, the fusion groups (03_fusion.txt), the memory plan
+        (04_memory.txt), the saved values (05_saved.txt), the autotuner's log (06_autotune.txt,
+        the Triton backends), every generated kernel under kernels/ and run.py; the reference
+        backend runs no kernels, so writes neither. Compiling twice writes the same files."""
+        return artifacts.dump(self.compiled, directory, kernels=self.kernels, extra=self.executor.artifacts(),
+                              launch_configs=getattr(self.executor, "launch_configs", ()),
+                              params=self._params())
 
     def render(self, directory, fmt="svg", collapse="auto", quiet=False):
-        """Draw the step (compiler/render.py, compiler/memory_plot.py): forward.svg (the traced
-        program), backward.svg (the joint graph: gradients flowing back, saved values dashed),
-        kernels.svg (every fused kernel as a cluster) and memory.svg (buffer lifetimes in the
-        arena); a training step (compile_train_step) draws step.svg in place of the first two:
-        forward, backward and update in one picture. `fmt`: svg, png or pdf (dot: the graphviz text). Without graphviz's `dot`
-        program the graphs are written as .dot files. Returns the paths written."""
-        import os
+        """Draw the step (compiler/artifacts.py): forward.svg, backward.svg (or step.svg for a
+        training step), kernels.svg and memory.svg. `fmt`: svg, png or pdf (dot: the graphviz
+        text). Without graphviz's `dot` program the graphs are written as .dot files. Returns
+        the paths written."""
+        return artifacts.render(self.compiled, directory, kernels=self.kernels, fmt=fmt, collapse=collapse,
+                                quiet=quiet, params=self._params())
 
-        from .memory_plot import plot_memory
-        from .render import backward_dot, forward_dot, kernels_dot, render_dot
-
-        params = [self.forward.inputs[i] for i in self.param_positions]
-        if self.joint is None and any(n.role == "backward" for n in self.forward.nodes):
-            # a training step (C.compile_train_step): forward, backward and update in one trace
-            pictures = [("step", backward_dot(self.forward, collapse=collapse, whole_step=True, params=params,
-                                              title=f"{self.forward.name}: forward (blue), backward (orange) and "
-                                                    "the update (purple) in one program"))]
-        else:
-            pictures = [("forward", forward_dot(self.forward, params=params, collapse=collapse,
-                                                title=f"{self.forward.name}: the forward program",
-                                                output_name="loss" if self.joint is not None else None))]
-        if self.joint is not None:
-            users_names = {j: f.name for j, f in zip(self.graph.inputs, self.forward.inputs) if f.name}
-            pictures.append(("backward", backward_dot(self.graph, collapse=collapse, input_names=users_names,
-                                                      title=f"{self.graph.name}: the chain rule, from the loss back "
-                                                            "to every parameter (dashed: values saved by the "
-                                                            "forward)")))
-        schedule = self.schedule
-        pictures.append(("kernels", kernels_dot(self.graph, schedule, collapse=collapse,
-                                                title=f"{self.graph.name}: {len(schedule.kernels)} kernels")))
-        written = [render_dot(text, os.path.join(directory, f"{name}.{fmt}"), quiet=quiet) for name, text in pictures]
-        written.append(plot_memory(self.memory, os.path.join(directory, f"memory.{'svg' if fmt == 'dot' else fmt}"),
-                                   kernel_labels=[k.name for k in schedule.kernels]))
-        return written
+    def _params(self):
+        return [self.forward.inputs[i] for i in self.param_positions]
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         """Jupyter shows a compiled step as its kernels picture (the joint graph, fused)."""
-        from .render import kernels_dot, to_image
-
         svg = to_image(kernels_dot(self.graph, self.schedule))
         bundle = {"text/plain": repr(self)}
         if svg is not None:
@@ -267,15 +187,26 @@ class Program:
         return bundle
 
 
-def _positions(graph, static, argnums):
-    """argnums count every positional argument; map them to traced inputs."""
+def kernel_rows(compiled):
+    """Per kernel of a compile: its name, family, nodes and the bytes it reads (each input
+    value once) and writes (compiler/cost.py)."""
+    rows = []
+    for kernel in compiled.kernels:
+        reads, writes = cost.kernel_bytes(kernel)
+        rows.append({"name": kernel.name, "family": kernel.family,
+                     "nodes": [compiled.names[n] for n in kernel.nodes], "bytes_read": reads, "bytes_written": writes})
+    return rows
+
+
+def _positions(name, count, static, argnums):
+    """argnums count every positional argument; map them to traced inputs (`count` of them)."""
     argnums = (argnums,) if isinstance(argnums, numbers.Integral) else tuple(argnums)
-    total = len(graph.inputs) + len(static)
+    total = count + len(static)
     traced = [i for i in range(total) if i not in static]
     positions = []
     for a in argnums:
         if not -total <= a < total:
-            raise ArgumentError(f"argnums {a} is out of range for {graph.name}, which takes {total} "
+            raise ArgumentError(f"argnums {a} is out of range for {name}, which takes {total} "
                                 "arguments", op="grad", source=ir.capture_source())
         a %= total
         if a in static:
@@ -300,31 +231,9 @@ def compile(fn, *specs, grad_argnums=None, backend=None, remat=False, carry=None
                    autotune=autotune, replay=replay)
 
 
-def _carry_pairs(graph, carry, grad_argnums):
-    """compile's `carry` as checked (input index, output index) pairs."""
-    if not carry:
-        return []
-    if grad_argnums is not None:
-        raise ArgumentError("compile: carry and grad_argnums do not go together; compute the new values "
-                            "inside the function (C.value_and_grad) and carry those")
-    pairs = sorted(dict(carry).items())
-    outs = [j for _, j in pairs]
-    if len(set(outs)) != len(outs):
-        raise ArgumentError(f"compile: carry feeds one output into two inputs: {dict(carry)}")
-    for i, j in pairs:
-        if not (0 <= i < len(graph.inputs) and 0 <= j < len(graph.outputs)):
-            raise ArgumentError(f"compile: carry {i} -> {j} is out of range: {graph.name} has "
-                                f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs")
-        source, new = graph.inputs[i], graph.outputs[j]
-        if (source.shape, source.dtype) != (new.shape, new.dtype):
-            raise ArgumentError(f"compile: carry {i} -> {j}: output {j} is {new.type_str} but input "
-                                f"{source.name} is {source.type_str}; a carried value keeps its type")
-    return pairs
-
-
 # -- transformations with a cache per input signature -----------------------------------------
 
-class _Compiled:
+class _PerSignature:
     """A function that compiles itself for each new signature of its arguments."""
 
     def __init__(self, fn, backend, grad_argnums=None, with_value=True, kind="jit", has_aux=False):
@@ -335,7 +244,7 @@ class _Compiled:
         self.kind = kind
         self.has_aux = has_aux
         self.cache = {}
-        # updated=(): copying fn's __dict__ would, for fn itself a _Compiled (C.grad(C.grad(f))),
+        # updated=(): copying fn's __dict__ would, for fn itself a _PerSignature (C.grad(C.grad(f))),
         # overwrite self.fn and share its cache, so the outer transformation would vanish
         functools.update_wrapper(self, fn, updated=())
 
@@ -369,7 +278,8 @@ class _Compiled:
         graph = trace(self.fn, *[t.spec for t in tensors], static=static)
         aux = self._aux_count(graph)
         if self.grad_argnums is not None:
-            graph = grad_graph(graph, _positions(graph, static, self.grad_argnums), with_value=self.with_value,
+            graph = grad_graph(graph, _positions(graph.name, len(graph.inputs), static, self.grad_argnums),
+                               with_value=self.with_value,
                                has_aux=self.has_aux)
         env = replay(graph, tensors)
         return _package([env[o] for o in graph.outputs], graph.returns_tuple, self.grad_argnums, self.with_value,
@@ -394,18 +304,18 @@ def _package(outputs, returns_tuple, grad_argnums, with_value, aux=0):
 
 def jit(fn, backend=None):
     """fn compiled: takes and returns NumPy arrays."""
-    return _Compiled(fn, backend)
+    return _PerSignature(fn, backend)
 
 
 def grad(fn, argnums=0, backend=None):
     """The gradient of scalar-valued fn with respect to argument(s) argnums (an int gives one
     gradient, a tuple gives a tuple)."""
-    return _Compiled(fn, backend, grad_argnums=argnums, with_value=False, kind="grad")
+    return _PerSignature(fn, backend, grad_argnums=argnums, with_value=False, kind="grad")
 
 
 def value_and_grad(fn, argnums=0, backend=None, has_aux=False):
     """(fn's value, its gradient(s)) from one compiled program. has_aux: fn returns
     (value, aux...) — only the value is differentiated — and the result is
     ((value, (aux...)), gradients), as in JAX."""
-    return _Compiled(fn, backend, grad_argnums=argnums, with_value=True, kind="value_and_grad", has_aux=has_aux)
+    return _PerSignature(fn, backend, grad_argnums=argnums, with_value=True, kind="value_and_grad", has_aux=has_aux)
 

@@ -19,6 +19,7 @@ from ops import ir
 from ops.errors import GradientError
 from .graphs import like, new_input, replay
 from .simplify import dce
+from ops.printer import value_names
 
 
 def active_nodes(graph, wrt, output):
@@ -84,8 +85,6 @@ def grad_graph(graph, argnums=(0,), with_value=True, seed="ones", keep_cotangent
         [f"aux_{k}" for k in range(len(aux))]
     kept = []
     if keep_cotangents:
-        from ops.printer import value_names
-
         printed = value_names(graph)
         kept = [(k, len(outputs) + j) for j, k in
                 enumerate(k for k, node in enumerate(graph.nodes) if node in cotangents)]

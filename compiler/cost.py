@@ -36,6 +36,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .codegen.rows import row_passes
+from .lower import View
+from .saved import saved_values, storage
+
 
 def itemsize(dtype):
     return np.dtype(dtype).itemsize
@@ -57,8 +61,6 @@ def kernel_bytes(kernel):
     """(bytes read, bytes written) by one Kernel: each input buffer once (the distinct elements
     of its views: a buffer read both as it is and transposed, as a GEMM operand and by the sum
     riding along it, is read once), each output whole."""
-    from .lower import View
-
     views = {}
     for n, v in kernel.inputs.items():
         if isinstance(v, View):
@@ -79,9 +81,6 @@ def _passes_reading(kernel):
     walks its rows once per level of reduction, loading again what varies along a row."""
     if kernel.family != "rows":
         return {}
-    from .codegen.rows import row_passes
-    from .lower import View
-
     looped = row_passes(kernel)
     if looped is None:
         return {}
@@ -113,8 +112,6 @@ def min_dram_bytes(graph):
 def compulsory(graph):
     """The parts of `min_dram_bytes`: {"inputs_read", "outputs_written", "saved_written",
     "saved_read"}, in bytes."""
-    from .saved import saved_values, storage
-
     base_of = storage(graph)
     read = set()
     for node in graph.nodes:

@@ -28,20 +28,16 @@ that stayed apart, in words (`03_fusion.txt`).
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
+from ops.errors import ShapeError
+from ops.families import GEMM_FAMILIES, POINTWISE_FAMILIES, ROW_REDUCTIONS, SOURCE_OPS, VIEW_OPS, WINDOW_HEADS
 from ops.primitive import REGISTRY
 from ops.primitives import broadcast_shapes
-
-from ops.errors import ShapeError
-from .graphs import connected_parts
-
-from .lower import VIEW_OPS
 from ops.printer import value_names
 
-POINTWISE_FAMILIES = ("pointwise",)
-GEMM_FAMILIES = ("matmul", "conv")   # kernels that take pointwise consumers as an epilogue
-SOURCE_OPS = ("iota", "rand")        # pointwise over their own shape: fusable at the group's full shape
+from .graphs import connected_parts
 
 
 @dataclass
@@ -82,7 +78,6 @@ def _computes(group):
     return any(n.op not in VIEW_OPS for n in group)
 
 
-ROW_REDUCTIONS = ("reduce_sum", "reduce_max")
 ROW_LIMIT = 4096          # a row kernel keeps rows up to this long in registers; longer ones it walks in blocks
 WHOLE_LIMIT = 16384       # a kernel that also sums over all its rows is a single program holding them all
 
@@ -94,11 +89,17 @@ def _numel(shape):
     return total
 
 
+def row_shapes(shape, dims):
+    """The two shapes a row value (one value per row of `shape` reduced over `dims`) can
+    have: with the reduced dims kept as 1, or dropped."""
+    keepdim = tuple(1 if d in dims else n for d, n in enumerate(shape))
+    dropped = tuple(n for d, n in enumerate(shape) if d not in dims)
+    return keepdim, dropped
+
+
 def is_total(node, shape, dims):
     """A reduction of one-value-per-row data over all of it (cross_entropy's mean over the
     batch): in a row kernel, it sums across the rows a single program holds."""
-    from .codegen.rows import row_shapes
-
     return (node.op in ROW_REDUCTIONS and node.shape == () and node.inputs[0].shape in row_shapes(shape, dims)
             and node.inputs[0].shape != shape)
 
@@ -114,9 +115,6 @@ def _fusable_member(node):
     if node.op == "expand" or node.op in ROW_REDUCTIONS or unit_reshape(node):
         return True
     return REGISTRY[node.op].family in POINTWISE_FAMILIES or node.op in SOURCE_OPS
-
-
-WINDOW_HEADS = ("window_scatter", "window_sum_transpose", "window_sum")   # one lane per output: epilogues too
 
 
 def _takes_epilogue(node):
@@ -254,9 +252,8 @@ def segments(group):
 def _sibling_candidate(group):
     """A pointwise kernel (or a horizontal bundle of them) that may share a launch."""
     return bool(group) and all(
-        n.op not in ROW_REDUCTIONS and not _takes_epilogue(n) and n.op not in ("pad", "cat", "window_argmax",
-                                                                               "window_gather")
-        and (n.op in ("expand", "iota", "rand") or REGISTRY[n.op].family in POINTWISE_FAMILIES) for n in group)
+        n.op not in ROW_REDUCTIONS and not _takes_epilogue(n)
+        and (n.op == "expand" or n.op in SOURCE_OPS or REGISTRY[n.op].family in POINTWISE_FAMILIES) for n in group)
 
 
 def _fuse_siblings(graph, groups, group_of, users, max_group):
@@ -406,7 +403,22 @@ def _cycle_reason(members, merged, users, groups=None, group_of=None):
 
 def _path_back(members, merged, users, groups, group_of):
     """A node outside `merged` on a path from merged back into merged, if there is one.
-    (members: merged as a list, so that the search, and the node named, is deterministic)"""
+    (members: merged as a list, so that the search, and the node named, is deterministic)
+
+    The walk is depth-first from merged's readers, a kernel entered anywhere left at any
+    of its nodes. With the groups, it skips the kernels placed after every kernel of merged
+    in a topological order of the kernels (_KernelOrder): no path leads from those back
+    into merged, so skipping them changes neither the answer nor the node named, only the
+    time (the walk visits the same kernels, in the same order, up to them)."""
+    order = _KernelOrder.of(groups, group_of, users) if groups is not None else None
+    limit = order.limit(merged) if order is not None else None
+    if limit is not None:
+        # a path back leaves merged for a kernel placed between its parts: none there, no path
+        blocker = None if order.nothing_between() else \
+            _pruned_walk(members, merged, users, groups, group_of, order.position, limit)
+        if blocker is None:
+            order.expect_merge()          # fuse merges them now (or asks again before it does)
+        return blocker
     frontier = [u for n in members for u in users[n] if u not in merged]
     seen = set()
     while frontier:
@@ -425,12 +437,163 @@ def _path_back(members, merged, users, groups, group_of):
     return None
 
 
+def _pruned_walk(members, merged, users, groups, group_of, position, limit):
+    """_path_back's walk, a kernel at a time: a node is seen once its kernel is, and a node
+    whose kernel is placed after `limit` is not entered."""
+    frontier = [u for n in members for u in users[n] if u not in merged]
+    entered = set()
+    while frontier:
+        node = frontier.pop()
+        g = group_of[node]
+        if g in entered or position[g] > limit:
+            continue
+        entered.add(g)
+        for member in groups[g]:
+            for u in users[member]:
+                if u in merged:
+                    return node
+                if group_of[u] not in entered:
+                    frontier.append(u)
+    return None
+
+
+class _KernelOrder:
+    """A topological order of the kernels (the groups, each one vertex) while fuse merges
+    them, for _path_back to prune its walk with. Built once per fuse from the groups, then
+    kept up to date merge by merge: a merge follows a _path_back that found no path, and
+    the next call checks that exactly that merge happened (else it builds the order again).
+    With no path between the kernels merged other than their own edges, the merged kernel
+    takes a place between them: the kernels in between that lead into it go before it, the
+    rest after."""
+
+    _last = None
+
+    def __init__(self, groups, group_of, users):
+        self.groups, self.group_of, self.users = groups, group_of, users
+        self.pending = None
+        self.live = len(list(filter(None, groups)))      # the kernels not merged away
+        self.position, self.slots = self._topological()
+
+    @classmethod
+    def of(cls, groups, group_of, users):
+        """The order for fuse's groups now; None if the kernels depend on each other in a cycle."""
+        order = cls._last
+        if order is None or order.groups is not groups or order.group_of is not group_of or order.users is not users \
+                or not order._current():
+            order = cls._last = cls(groups, group_of, users)
+        return order if order.position is not None else None
+
+    def _topological(self):
+        groups, group_of, users = self.groups, self.group_of, self.users
+        position = {n: i for i, n in enumerate(group_of)}        # fuse numbers the nodes in graph order
+        successors, indegree = {}, {}
+        for g, members in enumerate(groups):
+            if members:
+                successors[g] = set()
+                indegree.setdefault(g, 0)
+        for g in successors:
+            after = successors[g]
+            for m in groups[g]:
+                for u in users[m]:
+                    h = group_of.get(u)
+                    if h is None:
+                        return None, None     # a reader in no kernel: the order would not cover every path
+                    if h != g and h not in after:
+                        after.add(h)
+                        indegree[h] = indegree.get(h, 0) + 1
+        first = {g: min(position[n] for n in groups[g]) for g in successors}       # graph order where it can
+        ready = [(first[g], g) for g in successors if indegree[g] == 0]
+        heapq.heapify(ready)
+        slots = []
+        while ready:
+            _, g = heapq.heappop(ready)
+            slots.append(g)
+            for h in successors[g]:
+                indegree[h] -= 1
+                if indegree[h] == 0:
+                    heapq.heappush(ready, (first[h], h))
+        if len(slots) != len(successors):
+            return None, None                 # the kernels depend on each other in a cycle: no order
+        position = [-1] * len(groups)
+        for i, g in enumerate(slots):
+            position[g] = i
+        return position, slots
+
+    def limit(self, merged):
+        """The last place of the kernels `merged` is made of, or None if merged is not whole kernels."""
+        groups = self.groups
+        kernels = self.asked = set(map(self.group_of.get, merged))
+        if None in kernels or sum(len(groups[g]) for g in kernels) != len(merged):
+            return None
+        places = [self.position[g] for g in kernels]
+        self.first = min(places)
+        self.last = max(places)
+        return self.last
+
+    def nothing_between(self):
+        """Is every kernel placed between the first and the last part of the last `limit` one of its parts?"""
+        kernels = self.asked
+        return all(g is None or g in kernels for g in self.slots[self.first + 1:self.last])
+
+    def expect_merge(self):
+        """The kernels of the last `limit` are to be merged."""
+        kernels = sorted(self.asked)
+        self.pending = (kernels, [len(self.groups[g]) for g in kernels])
+
+    def _current(self):
+        """Does the order still describe the groups: no merge since the last call, or the one
+        expected (then the order is updated for it)?"""
+        groups = self.groups
+        live = len(list(filter(None, groups)))      # the kernels not merged away
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return live == self.live
+        kernels, sizes = pending
+        if live == self.live:                 # not merged after all
+            return all(len(groups[g]) == size for g, size in zip(kernels, sizes))
+        survivors = [g for g in kernels if groups[g]]
+        if live != self.live - (len(kernels) - 1) or len(survivors) != 1 \
+                or len(groups[survivors[0]]) != sum(sizes):
+            return False
+        self.live = live
+        self._merged(kernels, survivors[0])
+        return True
+
+    def _merged(self, kernels, survivor):
+        """Place the merged kernel: between the first and last place of its parts, after the
+        kernels in between that lead into it and before the others."""
+        position, slots, group_of = self.position, self.slots, self.group_of
+        places = [position[g] for g in kernels]
+        first, last = min(places), max(places)
+        for g in kernels:
+            if g != survivor:
+                position[g] = -1
+        if last == first + 1:                 # side by side: the merged kernel takes either place
+            slots[first], slots[last] = None, survivor
+            position[survivor] = last
+            return
+        groups = self.groups
+        before = set()                        # the kernels between that lead into the merged one
+        stack = [i for m in groups[survivor] for i in m.inputs]
+        while stack:
+            g = group_of.get(stack.pop())
+            if g is None or g in before or not first < position[g] < last or g == survivor:
+                continue
+            before.add(g)
+            stack.extend(i for m in groups[g] for i in m.inputs)
+        between = [g for g in slots[first + 1:last] if g is not None and position[g] != -1 and g != survivor]
+        placed = [g for g in between if g in before] + [survivor] + [g for g in between if g not in before]
+        placed = [None] * (last + 1 - first - len(placed)) + placed      # emptied places stay, as holes
+        slots[first:last + 1] = placed
+        for i, g in enumerate(placed, first):
+            if g is not None:
+                position[g] = i
+
+
 def _why_not_rows(members, merged, users, outputs):
     """A row group: every reduction over the same dims of the same shape, and every member
     either a whole row (the full shape) or one value per row. Rows longer than ROW_LIMIT are
     walked in blocks, once per level of reduction (codegen/rows.py, the looped form)."""
-    from .codegen.rows import row_shapes
-
     kind, shape, dims = space_of(members)
     keepdim, dropped = row_shapes(shape, dims)
     totals = [r for r in members if is_total(r, shape, dims)]

@@ -36,6 +36,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ops.errors import ChainruleError, GradientError
+from ops.evaluate import run_graph, run_graph_values
+from ops.ir import source_text
+from ops.primitive import REGISTRY
+from ops.trace import trace
+
+from . import backends
+from .autodiff import grad_graph
+from .lower import Literal
+from .pipeline import compile_kernels
+from .render import render_dot, values_dot
+from .simplify import simplify
 from ops.printer import node_code, value_names
 
 GREEN, YELLOW, RED = "#bbf7d0", "#fef08a", "#fca5a5"
@@ -109,10 +120,6 @@ def scalar_values(fn, *args, argnums=None):
     """(forward graph, {node: data}, {node: grad}) of fn on `args` in float64, where grad is
     d(output)/d(node) for every node that has one (the output must be a scalar; argnums:
     the inputs gradients flow to, by default every float input)."""
-    from .api import trace
-    from .autodiff import grad_graph
-    from runtime.executors.reference import run_graph, run_graph_values
-
     arrays = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in _arrays(args)]
     graph = trace(fn, *arrays)
     argnums = _float_argnums(arrays, argnums)
@@ -130,8 +137,6 @@ def scalar_values(fn, *args, argnums=None):
 def scalar_view(fn, *args, path, argnums=None, title=None):
     """Draw fn's forward graph with `data` and `grad` in every box, micrograd-style (see the
     module docstring); returns the path written (render.render_dot: .svg, .png, .pdf, .dot)."""
-    from .render import render_dot, values_dot
-
     graph, data, grads = scalar_values(fn, *args, argnums=argnums)
     notes = {}
     for node in graph.nodes:
@@ -198,10 +203,6 @@ def colour(error):
 
 def _joint(fn, arrays, argnums):
     """(the simplified joint graph, the names of fn's arguments)."""
-    from .api import trace
-    from .autodiff import grad_graph
-    from .simplify import simplify
-
     forward = trace(fn, *arrays)
     return simplify(grad_graph(forward, argnums)), [n.name for n in forward.inputs]
 
@@ -222,12 +223,10 @@ def triton_values(graph, args, backend="interpret"):
     """{node: NumPy array} of every value of `graph` computed by its generated Triton kernels,
     unfused and poisoned: each kernel's outputs are copied right after its launch (later
     kernels reuse the arena), and a view is read through its strides from its base's copy."""
-    import torch
+    import torch  # optional heavy dependency: the kernels' values come back as torch tensors
 
-    from runtime.executors.triton import TritonExecutor, make_target
-    from .lower import Literal
-
-    executor = TritonExecutor(graph, make_target(backend), poison=True, fuse=False)
+    executor_class = backends.executor_class(backend)
+    executor = executor_class(compile_kernels(graph, executor_class.target_for(backend), fuse=False), poison=True)
     bases = {}
 
     def observe(kernel, outputs):
@@ -260,8 +259,6 @@ def node_errors(fn, *args, argnums=None, backend="interpret", threshold=THRESHOL
     """Run fn's simplified joint graph (value and gradients) through the Triton kernels in
     float32 and the reference in float64 on the same inputs (integer inputs as given);
     return a GradientCheck with every computed node's relative error."""
-    from runtime.executors.reference import run_graph_values
-
     if backend not in ("interpret", "triton"):
         raise ValueError(f"gradient check: backend must be 'interpret' or 'triton', not {backend!r}")
     arrays = _arrays(args)
@@ -296,8 +293,6 @@ def node_errors(fn, *args, argnums=None, backend="interpret", threshold=THRESHOL
 def _local_error(node, twin, got):
     """The error of node's kernel against its op run in float64 (twin: the node of the
     float64 graph) on the float32 values its inputs had; None if those are unknown."""
-    from ops.primitive import REGISTRY
-
     if any(i not in got for i in node.inputs):
         return None
     inputs = [np.asarray(got[i]).astype(t.dtype) for i, t in zip(node.inputs, twin.inputs)]
@@ -312,9 +307,6 @@ def _local_error(node, twin, got):
 def gradient_check_view(fn, *args, path, argnums=None, backend="interpret", threshold=THRESHOLD):
     """Draw fn's joint graph coloured by each node's error (see the module docstring);
     returns (the path written, the GradientCheck)."""
-    from ops.ir import source_text
-    from .render import render_dot, values_dot
-
     report = node_errors(fn, *args, argnums=argnums, backend=backend, threshold=threshold)
     graph = report.graph
     names = value_names(graph)

@@ -9,11 +9,15 @@ hand it a group).
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ops.families import VIEW_OPS
 from ops.primitive import REGISTRY
+
+from .fusion import riders, space_of
 
 
 def contiguous_strides(shape):
@@ -81,13 +85,12 @@ class Kernel:
     inputs: dict = field(default_factory=dict)      # node -> View | Literal
     outputs: list = field(default_factory=list)
     space: tuple = ()                               # a fused group's iteration space (see fusion.space_of)
+    direction: str = ""                             # fwd, bwd, upd, or a mix (bwd_upd): see node_directions
 
     @property
-    def label(self):
+    def origin(self):
         """What the kernel computes, in a word: its node's op, or for a fused group the
         composites its nodes come from (softmax, layer_norm, conv2d_relu)."""
-        from .fusion import riders
-
         riding = riders(self.nodes)           # a bias gradient riding along a GEMM: named as such
         nodes = [n for n in self.nodes if n not in riding]
         if len(nodes) == 1:
@@ -97,7 +100,13 @@ class Kernel:
         return "_".join(parts) if len(parts) <= 3 else f"{parts[0]}_to_{parts[-1]}"
 
     @property
+    def label(self):
+        """Its direction and what it computes: fwd_linear_relu, bwd_linear_relu, upd_adam."""
+        return f"{self.direction}_{self.origin}" if self.direction else self.origin
+
+    @property
     def name(self):
+        """k, the launch index, the label: k03_fwd_linear_relu, k09_bwd_linear_relu."""
         return f"k{self.index:02d}_{self.label}"
 
     @property
@@ -121,9 +130,6 @@ class Schedule:
 
     def location(self, node):
         return self.literals.get(node) or self.views[node]
-
-
-VIEW_OPS = ("reshape", "permute", "expand", "slice")
 
 
 def lower(graph, plan=None, carried=()):
@@ -163,20 +169,47 @@ def lower(graph, plan=None, carried=()):
     units = [_kernel([n], [n], "copy" if n.op in VIEW_OPS else REGISTRY[n.op].family, views, literals)
              for n in singles]
     for g in groups:
-        space = fusion_space(g)
+        space = space_of(g)
         unit = _kernel(g, [n for n in g if n in stored], space[0], views, literals)
         unit.space = space[1:]
         units.append(unit)
     kernels = _in_dependency_order(units, {n: i for i, n in enumerate(graph.nodes)}, carried, views)
+    direction = node_directions(graph)
     for index, kernel in enumerate(kernels):
         kernel.index = index
+        kernel.direction = kernel_direction(kernel.nodes, direction)
     return Schedule(graph, kernels, views, literals, buffers, constants)
 
 
-def fusion_space(group):
-    from .fusion import space_of
+DIRECTIONS = ("fwd", "bwd", "upd")
 
-    return space_of(group)
+
+def node_directions(graph):
+    """node -> "fwd", "bwd" or "upd". Autodiff marks every node it creates role="backward":
+    those are "bwd". A node of the user's own code that is computed from a gradient (in a
+    training step, the optimizer's update of the parameters and its state) is "upd", and so is
+    a forward node that only the update reads; every other node is the forward, "fwd"."""
+    direction = {}
+    for node in graph.nodes:
+        if node.role == "backward":
+            direction[node] = "bwd"
+        elif any(direction.get(i) in ("bwd", "upd") for i in node.inputs):
+            direction[node] = "upd"
+        else:
+            direction[node] = "fwd"
+    users, outputs = graph.users(), set(graph.outputs)
+    for node in reversed(graph.nodes):      # what only the update reads (momentum x the old buffer) is the update's
+        if direction[node] == "fwd" and node not in outputs and users[node] and \
+                all(direction[u] == "upd" for u in users[node]):
+            direction[node] = "upd"
+    return direction
+
+
+def kernel_direction(nodes, direction):
+    """A kernel's direction: its nodes' directions, in the order fwd, bwd, upd, joined by "_"
+    (a gradient fused with the update that reads it: "bwd_upd")."""
+    present = {direction[n] for n in nodes if n in direction}
+    return "_".join(d for d in DIRECTIONS if d in present)
 
 
 def _kernel(nodes, outputs, family, views, literals):
@@ -195,8 +228,6 @@ def _in_dependency_order(units, position, carried=(), views=None):
     the ready ones, the one whose first node comes first in the graph. A carried value's
     writer also waits for the other readers of the value it replaces (a write-after-read
     edge), unless such a reader depends on the writer."""
-    import heapq
-
     writer = {out: k for k, unit in enumerate(units) for out in unit.outputs}
     needs = {k: {writer[v.base] for v in unit.inputs.values() if isinstance(v, View) and v.base in writer} - {k}
              for k, unit in enumerate(units)}

@@ -44,6 +44,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ops.errors import ChainruleError
+from .fusion import riders, segments
+from .lower import View
+from ops.printer import value_names
 
 
 class MemoryPlanError(ChainruleError, AssertionError):
@@ -103,18 +106,21 @@ def assign_offsets(intervals, alignment=64, order="largest first"):
     offsets = [0] * len(intervals)
     placed = []
     key = ORDERS[order]
+    firsts, lasts = [t.first for t in intervals], [t.last for t in intervals]
+    taken = [align_up(t.size, alignment) for t in intervals]        # whole alignment units
     for i in sorted(range(len(intervals)), key=lambda i: (*key(intervals[i]), i)):
         item = intervals[i]
         if item.size == 0:
             continue
-        busy = sorted((offsets[j], offsets[j] + align_up(intervals[j].size, alignment))
-                      for j in placed if intervals[j].overlaps(item))
+        first, last = item.first, item.last
+        busy = sorted((offsets[j], offsets[j] + taken[j]) for j in placed if firsts[j] <= last and first <= lasts[j])
         best, best_gap, cursor = None, None, 0
         for start, end in busy:
             gap = start - cursor
             if gap >= item.size and (best_gap is None or gap < best_gap):
                 best, best_gap = cursor, gap
-            cursor = max(cursor, end)
+            if end > cursor:
+                cursor = end
         offsets[i] = cursor if best is None else best
         placed.append(i)
     return offsets
@@ -287,9 +293,6 @@ def plan_memory(schedule, alignment=64, names=None, carried=()):
     """The memory plan of a lowered Schedule: liveness, in-place reuse, arena offsets.
     `carried`: (input node, output node) pairs whose output feeds that input at the next
     call (compile(carry=...)): written over the input where safe (see `_state_update`)."""
-    from .lower import View
-    from ops.printer import value_names
-
     graph = schedule.graph
     names = names or value_names(graph)
     steps = len(schedule.kernels)
@@ -305,7 +308,12 @@ def plan_memory(schedule, alignment=64, names=None, carried=()):
         where = schedule.location(node)
         if isinstance(where, View) and where.base in written and where.base not in results:
             results.append(where.base)
-    updates = [_state_update(schedule, source, new, written, last_read, names) for source, new in carried]
+    output_views = {}            # buffer -> how many of the graph's outputs are views of it
+    for o in graph.outputs:
+        base = getattr(schedule.location(o), "base", None)
+        output_views[base] = output_views.get(base, 0) + 1
+    updates = [_state_update(schedule, source, new, written, last_read, names, output_views)
+               for source, new in carried]
     over = {u.node for u in updates if u.in_place}
     results = [node for node in results if node not in over]      # they live in the persistent part
     protected = set(results) | over
@@ -355,7 +363,7 @@ def plan_memory(schedule, alignment=64, names=None, carried=()):
     return plan
 
 
-def _state_update(schedule, source, new, written, last_read, names):
+def _state_update(schedule, source, new, written, last_read, names, output_views=None):
     """Can the kernel that computes `new` write it over `source`, the input it replaces (a
     parameter and its updated value)? Yes when, like an in-place pointwise kernel above, each
     lane (each output element of a GEMM's epilogue: the optimizer's update fused into the
@@ -363,9 +371,6 @@ def _state_update(schedule, source, new, written, last_read, names):
     kernel, nor another part of the same launch, nor a GEMM's reduction reads `source`: then
     no one can see the old value overwritten. Else the new value goes to a fresh buffer,
     which the runtime keeps as the state instead (no copy either way)."""
-    from .fusion import riders, segments
-    from .lower import View
-
     where = schedule.location(new)
 
     def update(step, why=""):
@@ -388,7 +393,12 @@ def _state_update(schedule, source, new, written, last_read, names):
                             "that it reads the old value only where it writes the new is not proved")
     if where.offset or not where.is_contiguous or base.numel != source.numel or base.dtype != source.dtype:
         return update(step, "it is not laid out like the state")
-    if sum(1 for o in schedule.graph.outputs if getattr(schedule.location(o), "base", None) is base) > 1:
+    if output_views is None:     # how many outputs are views of each buffer (plan_memory counts them once)
+        output_views = {}
+        for o in schedule.graph.outputs:
+            b = getattr(schedule.location(o), "base", None)
+            output_views[b] = output_views.get(b, 0) + 1
+    if output_views.get(base, 0) > 1:
         return update(step, "the same buffer is another output too")
     if last_read.get(source, -1) > step:
         return update(step, f"kernel {last_read[source]} still reads the old value after kernel {step} writes the new")

@@ -75,10 +75,10 @@ def plot_memory(plan, path, kernel_labels=None, title=None):
 
 
 def _figure(plan, kernel_labels, title):
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib import colormaps  # optional heavy dependency: only a picture of the plan needs it
+    from matplotlib.figure import Figure  # (matplotlib, as above)
+    from matplotlib.patches import Rectangle  # (matplotlib, as above)
+    from matplotlib.ticker import MaxNLocator  # (matplotlib, as above)
 
     steps = max(plan.steps, 1)
     unit, scale = _unit(plan.arena_bytes)

@@ -41,24 +41,14 @@ as the same value and merge them again.
 """
 from __future__ import annotations
 
-from ops.primitive import REGISTRY
-
 from ops import ir
+from ops.families import RANDOM_OPS
+from ops.primitive import REGISTRY, constant
+from ops.printer import value_names
+
 from .graphs import like, new_input
-from .saved import nbytes, saved_nodes, storage
+from .saved import nbytes, recomputable, saved_nodes, storage
 from .simplify import dce
-
-def recomputable(node):
-    """May `node` be recomputed in the backward? (See the module's docstring for why.)"""
-    if node.op in ("input", "const"):
-        return False
-    if node.op in ("iota", "rand"):
-        return True
-    if node.op == "expand" and node.inputs[0].is_scalar_const:
-        return True                                  # a splat: a constant in a shape
-    prim = REGISTRY.get(node.op)
-    return prim is not None and prim.family == "pointwise"
-
 
 def _cost(saved, base_of):
     """Bytes the backward keeps alive when it reads `saved`: each memory once."""
@@ -142,8 +132,6 @@ def recompute(graph, members):
                 args = [env[i] for i in node.inputs]
             with ir.node_context(source=node.source, scope=node.scope, role=node.role):
                 if node.op == "const":
-                    from ops.primitive import constant
-
                     env[node] = constant(node.attrs["value"], node.attrs["dtype"])
                 else:
                     env[node] = REGISTRY[node.op].bind(args, node.attrs, name=node.name)
@@ -178,7 +166,7 @@ def _drawn_from_a_seed(node):
             if i.role != "forward" or not recomputable(i):
                 return set()
             stack.append(i)
-    return found if any(n.op == "rand" for n in found) else set()
+    return found if any(n.op in RANDOM_OPS for n in found) else set()
 
 
 def rematerialize(graph, max_depth=3, log=None):
@@ -186,8 +174,6 @@ def rematerialize(graph, max_depth=3, log=None):
     forward saves for it (forward values plus inputs the backward reads). Same values,
     same outputs; a graph without a backward comes back unchanged. `log`, a list, receives
     (recomputed node names, bytes before, bytes after) for each step."""
-    from ops.printer import value_names
-
     for _ in range(len(graph.nodes)):
         step = plan(graph, max_depth)
         if step is None:

@@ -31,9 +31,15 @@ import shutil
 import subprocess
 import sys
 
+import ops.functional
 from ops import ir
+from ops.ir import Graph, source_text
+from ops.printer import literal, node_code, value_names
 
-from ops.printer import literal, value_names
+from .autodiff import FANOUT_SUM
+from .cost import kernel_bytes
+from .graphs import connected_parts
+from .saved import saved_values
 
 # colours (Tailwind's palette: light fills, dark text)
 INPUT, PARAM, CONST, FORWARD, OUTPUT = "#f1f5f9", "#bbf7d0", "#f8fafc", "#dbeafe", "#fde68a"
@@ -96,9 +102,6 @@ class Dot:
 # -- what each node looks like ---------------------------------------------------------------
 
 def _tooltip(node, names):
-    from ops.ir import source_text
-    from ops.printer import node_code
-
     code = node_code(node, names) if node.op not in ("input", "const") else f"{names[node]}: {node.type_str}"
     line = source_text(node.source).strip() if node.source else ""
     where = f"{node.source}: {line}" if line else str(node.source or "")
@@ -107,8 +110,6 @@ def _tooltip(node, names):
 
 
 def _is_sum(node):
-    from .autodiff import FANOUT_SUM
-
     return node.op == "add" and FANOUT_SUM in node.scope
 
 
@@ -164,8 +165,6 @@ def _output_names(graph, grad_words=False):
 @functools.lru_cache(maxsize=None)
 def _composite_names():
     """The DSL's op names (ops imports compiler: looked up on first use, not at import)."""
-    import ops.functional
-
     return frozenset(ops.functional.__all__)
 
 
@@ -190,8 +189,6 @@ def collapsed_groups(graph, collapse="auto", expand=()):
         line = str(node.source) if prefix[-1] in _composite_names() else ""
         key[node] = (prefix, line, node.role)
     # one box per connected piece: two calls of conv2d on two lines are two boxes
-    from .graphs import connected_parts
-
     pieces = connected_parts(list(key), lambda producer, consumer: key[producer] == key[consumer])
     return {n: members[-1] for members in pieces if len(members) > 1 for n in members}
 
@@ -283,8 +280,6 @@ def forward_dot(graph, params=None, collapse="auto", expand=(), title=None, outp
 
 
 def _named_outputs(graph, names):
-    from ops.ir import Graph
-
     return Graph(graph.inputs, graph.nodes, graph.outputs, graph.name, output_names=names)
 
 
@@ -293,8 +288,6 @@ def backward_dot(joint, collapse="auto", expand=(), title=None, input_names=None
     for the values the backward reuses. input_names: {joint input: the user's name}, drawn
     above primals_N. whole_step: a training step (forward, backward and the optimizer's update
     in one trace): nothing faded, the update (what reads the gradients) in purple."""
-    from .saved import saved_values
-
     names = value_names(joint)
     if input_names is None:                 # the user's names that autodiff kept (x for primals_1)
         input_names = {n: u for n, u in zip(joint.inputs, getattr(joint, "user_names", None) or []) if u}
@@ -357,8 +350,6 @@ def seed_takers(joint):
 def kernels_dot(graph, schedule, names=None, collapse="auto", title=None):
     """The DOT text of a graph with each kernel of `schedule` (compiler/lower.py) drawn as a
     cluster; "auto" draws a kernel as one box when the graph has more than AUTO_COLLAPSE ops."""
-    from .cost import kernel_bytes
-
     names = names or value_names(graph)
     users_names = {n: u for n, u in zip(graph.inputs, getattr(graph, "user_names", None) or []) if u}
     whole = collapse == "auto" and graph.num_ops > AUTO_COLLAPSE or collapse is True

@@ -73,7 +73,7 @@ import triton  # noqa: E402,F401
 
 import compiler as C  # noqa: E402
 from ops.printer import value_names  # noqa: E402
-from runtime.executors.reference import run_graph  # noqa: E402
+from ops.evaluate import run_graph  # noqa: E402
 
 NAME = {name!r}
 
@@ -216,11 +216,12 @@ def _value(literal):
     return literal_code(literal) if literal.dtype != "bool" else repr(bool(literal.value))
 
 
-def run_script(executor):
-    """The text of run.py for a TritonExecutor's schedule (see the module docstring)."""
-    graph, schedule = executor.graph, executor.schedule
+def run_script(compiled, launch_configs=()):
+    """The text of run.py for a compiled schedule (see the module docstring); launch_configs:
+    each kernel's tuned block sizes (runtime/executors/autotune.py), {} where untuned."""
+    graph, schedule, target = compiled.graph, compiled.schedule, compiled.target
     names = value_names(graph)
-    files = [name for name, _ in executor.files()]
+    files = [name for name, _ in compiled.files()]
     inputs = [f"    ({names[n]!r}, {tuple(n.shape)!r}, {n.dtype!r})," for n in graph.inputs]
     kernels = []
     for file, kernel in zip(files, schedule.kernels):
@@ -243,11 +244,11 @@ def run_script(executor):
             outputs.append(f"    ({label!r}, {names[node]!r}, {node.type_str!r}, {names[where.base]!r}, "
                            f"{tuple(where.shape)!r}, {tuple(where.strides)!r}, {where.offset!r}),")
     return TEMPLATE.format(
-        name=graph.name, count=len(schedule.kernels), target=executor.target.key,
-        for_gpu=not executor.target.interpret,
-        blocks="the interpreter on the CPU" if executor.target.interpret else "the GPU",
+        name=graph.name, count=len(schedule.kernels), target=target.key,
+        for_gpu=not target.interpret,
+        blocks="the interpreter on the CPU" if target.interpret else "the GPU",
         inputs="\n".join(inputs), kernels="\n".join(kernels), outputs="\n".join(outputs),
-        tuned="\n".join(f"    {file!r}: {config!r}," for file, config in zip(files, executor.launch_configs) if config),
+        tuned="\n".join(f"    {file!r}: {config!r}," for file, config in zip(files, launch_configs) if config),
         label_width=max((len(label) for label in labels), default=1),
         name_width=max((len(names[n]) for n in graph.outputs), default=1),
         type_width=max((len(n.type_str) for n in graph.outputs), default=1))

@@ -26,7 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ops import ir
+from ops.families import POINTWISE_FAMILIES, SOURCE_OPS, VIEW_OPS
+from ops.primitive import REGISTRY
 from ops.printer import node_code, value_names
+from ops.tensor import Tensor
+
+from .lower import lower
 
 # the inputs of one vjp, as `_vjp_reads` names them: "out" or the position of an input
 OUT = "out"
@@ -78,10 +83,20 @@ def _is_saveable(node):
 
 def storage(graph):
     """node -> the node whose memory holds its value (a view's source buffer, else itself)."""
-    from .lower import lower
-
     views = lower(graph).views
     return {n: (views[n].base if n in views else n) for n in graph.nodes}
+
+
+def recomputable(node):
+    """May `node` be recomputed in the backward? (compiler/remat.py's docstring says why.)"""
+    if node.op in ("input", "const"):
+        return False
+    if node.op in SOURCE_OPS:
+        return True
+    if node.op == "expand" and node.inputs[0].is_scalar_const:
+        return True                                  # a splat: a constant in a shape
+    prim = REGISTRY.get(node.op)
+    return prim is not None and prim.family in POINTWISE_FAMILIES
 
 
 def saved_nodes(graph):
@@ -143,8 +158,6 @@ def _vjp_reads(node):
     """{"out" or input position: (ops of the vjp of `node` that read it directly, positions
     of the inputs whose cotangent it goes into)}, for what the vjp reads at all (traced once
     per op, attributes and types)."""
-    from ops.primitive import REGISTRY
-
     prim = REGISTRY.get(node.op)
     if prim is None or prim.vjp is None:
         return {}
@@ -152,8 +165,6 @@ def _vjp_reads(node):
            node.shape, node.dtype, tuple((i.shape, i.dtype) for i in node.inputs))
     if key in _VJP_READS:
         return _VJP_READS[key]
-    from ops.tensor import Tensor
-
     trace = ir.Trace()
     reads = {}
     try:
@@ -188,8 +199,6 @@ def _vjp_reads(node):
 def _view_chain(node):
     """node, and the values it is a layout view of (simplify folds permute(permute(w)) to w,
     so a vjp's read of matmul's input permute(w) shows up as a read of w)."""
-    from .lower import VIEW_OPS
-
     chain = [node]
     while node.op in VIEW_OPS and node.role == "forward":
         node = node.inputs[0]
@@ -246,8 +255,6 @@ class _Explainer:
             params = [self.names[p] for p in params if p.op == "input"]
             tail = f", for the gradient of {' and '.join(dict.fromkeys(params))}" if params else ""
             return f"read by the backward of {owner.op}", _where(owner), tail
-        from .remat import recomputable
-
         if recomputable(reader):
             return f"read in the backward to recompute {reader.op}", _where(reader), ""
         return "read by the backward", _where(reader), ""

@@ -25,6 +25,9 @@ import re
 import numpy as np
 
 from ops.errors import ArgumentError
+from ops.tensor import spec as make_spec
+
+from .api import compile, value_and_grad
 
 
 def _identifier(name):
@@ -39,10 +42,6 @@ class TrainStep:
     brought up to date whenever it reads them, so `model(x)` sees the trained weights."""
 
     def __init__(self, model, loss, optimizer, x_spec, y_spec, backend=None, lr=None, autotune=None, replay=None):
-        from ops.tensor import spec as make_spec
-
-        from .api import compile, value_and_grad
-
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.param_names = [n for n, _ in model.parameters()]
         self.state_names = [n for n, _ in model.states()]
@@ -136,10 +135,6 @@ class TrainStep:
     def evaluate(self, x):
         """The model's logits in eval mode (batch norm's running statistics, no dropout): a
         second, inference-only program, compiled once per batch shape."""
-        from ops.tensor import spec as make_spec
-
-        from .api import compile
-
         x = np.asarray(x)
         program = self._eval.get(x.shape)
         model = self.sync()

@@ -11,6 +11,7 @@ same way, so every graph in chainrule is made by one mechanism.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ChainruleError
+from .printer import graph_to_python
 from .source import Source, capture_source, mark_as_user_code, source_text  # noqa: F401  (re-exported)
 
 SHORT_DTYPE = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool"}
@@ -47,7 +49,7 @@ class Node:
 
     @property
     def numel(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        return int(math.prod(self.shape))
 
     @property
     def is_scalar_const(self):
@@ -80,7 +82,7 @@ class Graph:
 
     def to_networkx(self):
         """A networkx DiGraph with one vertex per node id, for analyses and layout."""
-        import networkx as nx
+        import networkx as nx  # optional: only analyses and layout ask for a networkx view
 
         dg = nx.DiGraph()
         for n in self.nodes:
@@ -104,8 +106,6 @@ class Graph:
 
     # -- text form -----------------------------------------------------------------------
     def __str__(self):
-        from .printer import graph_to_python     # printer reads Graph: the two would import each other
-
         return graph_to_python(self)
 
     def to_dot(self):
@@ -173,9 +173,8 @@ class Trace:
         ctx = _context
         if source is None:
             source = ctx.source_override or capture_source()
-        node = Node(self._next_id, op, inputs, attrs, shape, dtype, name=name, source=source,
-                    scope=ctx.scope if scope is None else scope,
-                    role=ctx.role if role is None else role)
+        node = Node(self._next_id, op, inputs, attrs, shape, dtype, name, source,
+                    ctx.scope if scope is None else scope, ctx.role if role is None else role)
         self._next_id += 1
         self.nodes.append(node)
         return node

@@ -43,6 +43,7 @@ Names are Keras-style, unique within a model: conv2d, conv2d_1, dense, relu, ...
 """
 from __future__ import annotations
 
+import contextlib
 import keyword
 import math
 import numbers
@@ -155,8 +156,6 @@ def _at_its_line(layer):
     """A built-in layer's nodes (and their backward) carry the user's line that created the
     layer — `L.Conv2d(1, 6, 3)` in the model's definition — rather than the line that traced
     the model; a layer whose `call` is the user's own code keeps the lines inside it."""
-    import contextlib
-
     call = getattr(type(layer).call, "__code__", None)
     if layer.defined_at is None or call is None or not is_internal(call.co_filename):
         return contextlib.nullcontext()

@@ -13,7 +13,7 @@ from ops import ir
 from ops.errors import ChainruleError, ShapeError
 
 from .dtypes import normalize, promote, scalar_kind
-from .tensor import Tensor
+from .tensor import Spec, Tensor
 
 REGISTRY: dict[str, "Primitive"] = {}
 
@@ -127,3 +127,25 @@ def const_impl(value, dtype):
 
 
 const = Primitive("const", SOURCE, const_impl, shape=None, formula="a literal value", differentiable=False)
+
+
+class DTypeMaker:
+    """`f32[3, 2]` is `spec((3, 2), "float32")`: the annotations of a printed graph."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __getitem__(self, shape):
+        if shape == ():
+            return Spec((), self.dtype)
+        return Spec(shape if isinstance(shape, tuple) else (shape,), self.dtype)
+
+    def __call__(self, value):
+        """`f64(0.5)`: a number of this dtype (the printed form of a constant whose dtype a bare
+        literal would not get): a constant node inside a trace, a NumPy scalar outside."""
+        if ir.current_trace() is not None:
+            return constant(value, self.dtype)
+        return np.asarray(value, dtype=self.dtype)
+
+    def __repr__(self):
+        return SHORT_DTYPE[self.dtype]

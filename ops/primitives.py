@@ -19,9 +19,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ops.errors import DTypeError, ShapeError
 
 from .dtypes import is_float, promote
-from .primitive import CONV, LAYOUT, MATMUL, POINTWISE, REDUCTION, REGISTRY, SOURCE, WINDOW, Primitive, const  # noqa: F401  (const: for printed programs)
+from .primitive import CONV, LAYOUT, MATMUL, POINTWISE, REDUCTION, REGISTRY, SOURCE, WINDOW, DTypeMaker, Primitive, const  # noqa: F401  (const: for printed programs)
 from .random import philox_uniform
-from .tensor import DTypeMaker
 
 f32, f64, i32, i64, b8 = (DTypeMaker(d) for d in ("float32", "float64", "int32", "int64", "bool"))
 inf, nan = float("inf"), float("nan")

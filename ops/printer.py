@@ -17,6 +17,8 @@ import re
 
 import numpy as np
 
+from .dtypes import promote, scalar_kind
+
 HEADER = "from ops.primitives import *\n"
 
 
@@ -45,8 +47,6 @@ def _arguments(node, names):
     """The names of node's inputs. A scalar constant prints as a bare literal, which the
     tracer types like the other operands (torch's weak scalars); one whose dtype that would
     not give back is spelled with its dtype, `f64(1.0)`, so the program re-traces exactly."""
-    from ops.dtypes import promote, scalar_kind
-
     literals = [i for i in node.inputs if i.is_scalar_const]
     typed = set()
     while True:

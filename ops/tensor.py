@@ -45,32 +45,6 @@ def spec(shape, dtype="float32") -> Spec:
     return Spec(shape, dtype)
 
 
-class DTypeMaker:
-    """`f32[3, 2]` is `spec((3, 2), "float32")`: the annotations of a printed graph."""
-
-    def __init__(self, dtype):
-        self.dtype = dtype
-
-    def __getitem__(self, shape):
-        if shape == ():
-            return Spec((), self.dtype)
-        return Spec(shape if isinstance(shape, tuple) else (shape,), self.dtype)
-
-    def __call__(self, value):
-        """`f64(0.5)`: a number of this dtype (the printed form of a constant whose dtype a bare
-        literal would not get): a constant node inside a trace, a NumPy scalar outside."""
-        from ops.ir import current_trace
-
-        if current_trace() is not None:
-            from .primitive import constant
-
-            return constant(value, self.dtype)
-        return np.asarray(value, dtype=self.dtype)
-
-    def __repr__(self):
-        return SHORT_DTYPE[self.dtype]
-
-
 class Tensor:
     """A symbolic value inside a trace: a node of the graph being built."""
 

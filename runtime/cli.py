@@ -4,6 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
+import compiler as C
+from ops.errors import ChainruleError
+
+from .bench import add_arguments as add_bench_arguments, run as run_bench
+from .demo import run as run_demo
+from .training.loop import train_command
+from .training.zoo import get
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="chainrule", description="An educational autodiff compiler.")
@@ -45,9 +55,7 @@ def main(argv=None):
     bench = commands.add_parser("bench", help="the benchmark suite: compile, fusion, memory and step time against "
                                               "torch (and, on a GPU, kernels and training steps); writes JSON and "
                                               "Markdown")
-    from .bench import add_arguments
-
-    add_arguments(bench)
+    add_bench_arguments(bench)
     args = parser.parse_args(argv)
 
     if args.command == "kernels":
@@ -55,9 +63,6 @@ def main(argv=None):
     if args.command == "train":
         if args.epochs < 1 or args.batch_size < 1 or (args.lr is not None and args.lr <= 0):
             parser.error("--epochs and --batch-size must be at least 1 and --lr positive")
-        from ops.errors import ChainruleError
-
-        from .train import train_command
         try:
             train_command(args.model, args.epochs, args.batch_size, args.lr, args.optimizer, args.backend,
                           args.seed, args.out, args.patience)
@@ -70,31 +75,20 @@ def main(argv=None):
         return draw_graphs(args.model, args.out, args.format, args.batch_size, collapse)
 
     if args.command == "bench":
-        from .bench import run as run_bench
-
         run_bench(quick=args.quick, models=args.models, out=args.out, torch_compile=args.torch_compile)
         return 0
 
     if args.command == "demo":
-        from .demo import run
-
         if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
             parser.error("--epochs and --batch-size must be at least 1 and --lr positive")
-        result = run(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                     show_graphs=not args.quiet)
+        result = run_demo(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          show_graphs=not args.quiet)
         return 0 if result["gradient_error"] < 1e-5 else 1
     return 0
 
 
 def _training_step(model_name, batch_size, backend, autotune=None):
     """(model, its compiled training step), or None after saying why on stderr."""
-    import numpy as np
-
-    import compiler as C
-    from ops.errors import ChainruleError
-
-    from .zoo import get
-
     try:
         model = get(model_name)
     except ChainruleError as e:

@@ -15,7 +15,7 @@ import compiler as C
 import ops as O
 from ops.ir import mark_as_user_code
 
-from .datasets import digits
+from .training.data import digits
 
 mark_as_user_code(__file__)        # the model below is "user code": graphs point at its lines
 
@@ -56,7 +56,7 @@ def check_gradients(params, x, y, rng, out):
         worst = max(worst, abs(numeric - analytic) / max(abs(numeric), 1e-12))
     out(f"  finite differences (3 random directions): worst relative error {worst:.1e}")
     try:
-        import torch
+        import torch  # optional and heavy: the comparison with autograd is skipped without it
     except ImportError:
         out("  torch is not installed: skipping the comparison with autograd")
         return worst

@@ -21,6 +21,9 @@ import os
 
 import numpy as np
 
+from compiler.render import render_dot
+from ops.ir import Graph
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -30,7 +33,7 @@ class ExerciseError(AssertionError):
 
 def in_notebook():
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional: installed with Jupyter, absent in a plain script run
     except ImportError:
         return False
     shell = get_ipython()
@@ -45,7 +48,7 @@ class Tutorial:
         os.makedirs(self.dir, exist_ok=True)
         self.checked = []
         if not in_notebook():
-            import matplotlib
+            import matplotlib  # heavy: imported when a tutorial starts, not with runtime
 
             matplotlib.use("Agg")          # a script draws into files, never a window
 
@@ -58,19 +61,15 @@ class Tutorial:
         """Draw `thing` into `name`.svg (a figure: `name`.png) and display it in a notebook.
         thing: a Graph (forward or backward picture), a matplotlib Figure, or DOT text.
         Graph options (collapse=, expand=) go to Graph.render. Returns the path written."""
-        from ops.ir import Graph
-
         if isinstance(thing, Graph):
             path = thing.render(self.path(f"{name}.svg"), **options)
         elif hasattr(thing, "savefig"):
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # heavy: only a figure needs it
 
             path = self.path(f"{name}.png")
             thing.savefig(path, dpi=110, bbox_inches="tight")
             plt.close(thing)
         elif isinstance(thing, str):
-            from compiler.render import render_dot
-
             path = render_dot(thing, self.path(f"{name}.svg"))
         else:
             raise TypeError(f"show: cannot draw a {type(thing).__name__}; give a Graph, a matplotlib Figure "
@@ -86,7 +85,7 @@ class Tutorial:
     def _display(self, path):
         print(f"[picture] {os.path.relpath(path)}")
         if in_notebook():
-            from IPython.display import SVG, Image, display
+            from IPython.display import SVG, Image, display  # optional: only in a notebook
 
             display(SVG(filename=path) if path.endswith(".svg") else Image(filename=path))
 

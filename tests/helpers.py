@@ -24,11 +24,10 @@ def run_both(fn, *arrays):
     poisoned with NaN before every launch, so an element a kernel forgets stays NaN."""
     import compiler as C
     from compiler.codegen import Target
-    from runtime.executors.reference import run_graph
-    from runtime.executors.triton import TritonExecutor
+    from ops.evaluate import run_graph
 
     graph = C.trace(fn, *arrays)
-    return run_graph(graph, list(arrays)), TritonExecutor(graph, Target(), poison=True)(list(arrays))
+    return run_graph(graph, list(arrays)), kernel_executor(graph, poison=True)(list(arrays))
 
 
 def assert_close(want, got, tol=1e-5):
@@ -39,3 +38,13 @@ def assert_close(want, got, tol=1e-5):
             assert rel_error(np.nan_to_num(g), np.nan_to_num(w)) < tol
         else:
             assert np.array_equal(g, w)
+
+
+def kernel_executor(graph, target=None, poison=False, fuse=True, carry=(), **options):
+    """The Triton executor of `graph` as it is: only the kernel passes (fuse, lower, codegen,
+    plan_memory) run, so a test sees exactly the graph it built."""
+    from compiler.pipeline import compile_kernels
+    from runtime.executors.triton import TritonExecutor
+
+    return TritonExecutor(compile_kernels(graph, target or "interpret", carry=carry, fuse=fuse), poison=poison,
+                          **options)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 import compiler as C
-from runtime.zoo import ZOO
+from runtime.training.zoo import ZOO
 
 ARTIFACTS = ["00_trace.py", "01_joint.py", "02_simplified.py", "03_fusion.txt", "04_memory.txt", "05_saved.txt", "06_autotune.txt",
              "run.py", "forward.svg", "backward.svg", "kernels.svg", "memory.svg"]
@@ -65,7 +65,7 @@ def test_run_script_reproduces_the_step_against_the_reference(tmp_path):
     result = _run(tmp_path / "step", cwd=elsewhere)                  # run from another folder
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for name in ("00_matmul.py", "value", "grad_w", "grad_b"):
+    for name in ("00_fwd_matmul.py", "value", "grad_w", "grad_b"):
         assert name in out
     error = float(re.search(r"^max relative error: (\S+)", out, re.MULTILINE).group(1))
     assert 0 <= error < 1e-5

@@ -146,7 +146,7 @@ def test_run_script_launches_each_kernel_with_the_tuned_block_sizes(cache, tmp_p
     program = C.compile(dense_conv, *SPECS, grad_argnums=(1, 2), backend="interpret", autotune=True)
     program.dump(tmp_path / "step")
     script = (tmp_path / "step" / "run.py").read_text()
-    files = dict(zip([k.name for k in program.executor.schedule.kernels], [n for n, _ in program.executor.files()]))
+    files = dict(zip([k.name for k in program.schedule.kernels], [n for n, _ in program.compiled.files()]))
     for tuning in program.executor.tunings:
         assert f"{files[tuning.kernel]!r}: {tuning.config!r}," in script
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -1,4 +1,4 @@
-"""`chainrule bench` (runtime/bench.py): the quick suite prints its tables and writes JSON and
+"""`chainrule bench` (runtime/bench/): the quick suite prints its tables and writes JSON and
 Markdown with consistent ratios; torch.compile's cold start is measured in a fresh process;
 the GPU part runs where there is a GPU and is skipped with one clear line where there is
 none. The GPU code's pieces that need no CUDA (our kernels launched on device tensors
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime import bench
+from runtime.bench import gpu, report, timing, workloads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROW_KEYS = {"parameters", "batch", "input_shape", "compile_seconds", "kernels", "unfused_kernels",
@@ -39,8 +39,8 @@ def check_gpu_part(stdout, result, md):
         assert result["gpu"]["kernels"] and result["gpu"]["training"]
         assert "GPU (" in stdout and "kernel families" in md
     else:
-        assert result["gpu"] == {"skipped": bench.NO_GPU}
-        assert stdout.count(bench.NO_GPU) == 1 and bench.NO_GPU in md
+        assert result["gpu"] == {"skipped": gpu.NO_GPU}
+        assert stdout.count(gpu.NO_GPU) == 1 and gpu.NO_GPU in md
 
 
 def test_quick_suite_writes_json_and_markdown(tmp_path):
@@ -84,8 +84,8 @@ def test_torch_compile_cold_start_is_measured(tmp_path):
 
 def tiny_cases():
     """One small case of every kernel family: quick under the interpreter."""
-    return (bench.matmul_cases((32,)) + bench.conv_cases([("tiny", (2, 3, 8, 4, 3, 2, 1))])
-            + bench.row_kernel_cases({"max_pool2d": [(2, 3, 9, 3, 2, 1)], "batch_norm": [(4, 3, 5)],
+    return (gpu.matmul_cases((32,)) + gpu.conv_cases([("tiny", (2, 3, 8, 4, 3, 2, 1))])
+            + gpu.row_kernel_cases({"max_pool2d": [(2, 3, 9, 3, 2, 1)], "batch_norm": [(4, 3, 5)],
                                       "layer_norm": [(8, 16)], "softmax_cross_entropy": [(8, 30)]}))
 
 
@@ -95,7 +95,7 @@ def test_kernel_cases_match_torch():
     peaks = {"matmul_flops": {"fp32": 1e11, "tf32": 1e11, "fp16": 1e11}, "copy_bytes_per_second": 1e10}
     families = set()
     for case in tiny_cases():
-        row = bench.measure_case(case, peaks, "cpu", warmup=0, repeat=1, l2_bytes=1 << 16)
+        row = gpu.measure_case(case, peaks, "cpu", warmup=0, repeat=1, l2_bytes=1 << 16)
         families.add(row["family"])
         assert row["torch_seconds"] > 0 and row["roofline_seconds"] > 0
         if case.precision == "fp16":               # chainrule has no float16: the row says so
@@ -109,9 +109,9 @@ def test_kernel_cases_match_torch():
 
 def test_training_runners_start_from_the_same_weights():
     """gpu_runners' sides (here on the CPU) compute the same first loss on the same batch."""
-    work = bench.Workload("lenet", (1, 8, 8), 8)
+    work = workloads.Workload("lenet", (1, 8, 8), 8)
     x, y = work.batches(1)[0]
-    runners = bench.gpu_runners(work, torch_compile=False, device="cpu")
+    runners = gpu.gpu_runners(work, torch_compile=False, device="cpu")
     ours, _ = runners["chainrule"]()(x, y)
     assert runners["torch_eager"]()(x, y) == pytest.approx(ours, rel=1e-4)
     for ablation in ("chainrule_no_graph", "chainrule_untuned"):     # the same step, one feature off
@@ -121,8 +121,8 @@ def test_training_runners_start_from_the_same_weights():
 def test_resnet18_is_torchvisions_resnet18():
     """The ResNet-18-sized CNN has torchvision's resnet18 parameter count (10 classes); the
     CIFAR variant swaps the 7x7 stem for a 3x3 one."""
-    assert bench.resnet18_network().init(0, input_shape=(3, 64, 64)).num_parameters() == 11_181_642
-    assert bench.resnet18_network(cifar=True).init(0, input_shape=(3, 32, 32)).num_parameters() == \
+    assert workloads.resnet18_network().init(0, input_shape=(3, 64, 64)).num_parameters() == 11_181_642
+    assert workloads.resnet18_network(cifar=True).init(0, input_shape=(3, 32, 32)).num_parameters() == \
         11_181_642 - 64 * 3 * (49 - 9)
 
 
@@ -155,8 +155,8 @@ def fake_gpu_result():
 
 
 def test_gpu_tables_and_goals():
-    gpu = fake_gpu_result()
-    found = {g["goal"]: g for g in bench.goals({}, gpu)}
+    fake = fake_gpu_result()
+    found = {g["goal"]: g for g in report.goals({}, fake)}
     assert found["matmul 4096^3 fp32 vs cuBLAS"]["met"] is True            # 0.95x >= 0.9x
     assert found["matmul 4096^3 tf32 vs cuBLAS"]["met"] is False
     assert found["matmul 4096^3 fp16 vs cuBLAS"]["met"] is None            # ours did not run
@@ -165,19 +165,19 @@ def test_gpu_tables_and_goals():
     assert found["training step vs torch.compile (geometric mean)"]["value"] == pytest.approx(1.25)
     assert found["peak memory / torch eager's (geometric mean)"]["met"] is True
     result = {"quick": False, "machine": {"python": "3", "torch": "2", "cpu_count": 2, "platform": "p", "gpu": "Fake"},
-              "cpu": {}, "gpu": gpu, "goals": list(found.values())}
-    tables = bench.all_tables(result)
+              "cpu": {}, "gpu": fake, "goals": list(found.values())}
+    tables = report.all_tables(result)
     text = "\n".join(t.text() for t in tables)
     assert "Fake GPU" in text and "DTypeError" in text and "torch_compile ms" in text and "NO" in text
     assert "failed" in text                                               # lenet's chainrule side
     assert "CUDA graph gain" in text and "1.5x" in text and "1.1x" in text
-    md = bench.markdown(result, tables)
+    md = report.markdown(result, tables)
     assert "| resnet18_cifar | 128 |" in md and "skipped" not in md
 
 
 def test_helpers():
-    assert bench.geomean([2.0, 8.0, None]) == pytest.approx(4.0) and bench.geomean([None]) is None
-    assert bench.ratio(None, 2.0) is None and bench.ratio(3.0, 2.0) == 1.5
-    assert bench.rotation(1 << 30, 50 << 20) == 2 and bench.rotation(1 << 20, 50 << 20) == 64
-    (x0, y0), (x1, _) = bench.Workload("mlp", (1, 8, 8), 4).batches(2)
+    assert timing.geomean([2.0, 8.0, None]) == pytest.approx(4.0) and timing.geomean([None]) is None
+    assert timing.ratio(None, 2.0) is None and timing.ratio(3.0, 2.0) == 1.5
+    assert gpu.rotation(1 << 30, 50 << 20) == 2 and gpu.rotation(1 << 20, 50 << 20) == 64
+    (x0, y0), (x1, _) = workloads.Workload("mlp", (1, 8, 8), 4).batches(2)
     assert x0.shape == (4, 1, 8, 8) and y0.dtype.kind == "i" and x0.std() > 0 and not np.array_equal(x0, x1)

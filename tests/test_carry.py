@@ -8,9 +8,9 @@ import compiler as C
 import ops as O
 from compiler.codegen import Target
 from ops.errors import ArgumentError
-from runtime.executors.reference import run_graph
+from ops.evaluate import run_graph
 from runtime.executors.triton import TritonExecutor
-from tests.helpers import nonzero, rel_error
+from tests.helpers import nonzero, rel_error, kernel_executor
 
 
 def _reference_steps(fn, state, frees, carry):
@@ -55,7 +55,7 @@ def test_carried_momentum_equals_feeding_the_outputs_back_by_hand(backend, rng):
 def test_an_update_that_reads_only_its_own_element_is_written_in_place(rng):
     w, v = nonzero(rng, (6, 5), dtype=np.float32), nonzero(rng, (6, 5), dtype=np.float32)
     graph = C.trace(momentum_step, w, v, w, v)
-    executor = TritonExecutor(graph, Target(), poison=True, carry=[(0, 1), (1, 2)])
+    executor = kernel_executor(graph, Target(), poison=True, carry=[(0, 1), (1, 2)])
     assert [u.in_place for u in executor.plan.updates] == [True, True]
     assert not executor.plan.results or all(r[0] != u.name for r in executor.plan.results
                                             for u in executor.plan.updates)
@@ -71,7 +71,7 @@ def test_an_update_that_reads_another_lanes_element_gets_a_fresh_buffer_and_stay
     w = nonzero(rng, (5, 5), dtype=np.float32)
     frees = [[nonzero(rng, (5, 5), dtype=np.float32)] for _ in range(3)]
     graph = C.trace(transposed_step, w, w)
-    executor = TritonExecutor(graph, Target(), poison=True, carry=[(0, 0)])
+    executor = kernel_executor(graph, Target(), poison=True, carry=[(0, 0)])
     (update,) = executor.plan.updates
     assert not update.in_place and "does not write" in update.why
     assert "a fresh buffer becomes the new" in " ".join(executor.plan.text().replace("#", " ").split())
@@ -90,7 +90,7 @@ def test_the_writer_of_a_carried_value_runs_after_the_other_readers_of_the_old_o
         new = w * 0.5                     # its own kernel, and then
         return new, O.sum(w @ x)          # a matmul reads w: scheduled after, it needs the old w
     graph = C.trace(step, w, nonzero(rng, (6, 3), dtype=np.float32))
-    executor = TritonExecutor(graph, Target(), poison=True, carry=[(0, 0)])
+    executor = kernel_executor(graph, Target(), poison=True, carry=[(0, 0)])
     (update,) = executor.plan.updates
     writer, readers = update.step, [k.index for k in executor.schedule.kernels
                                     if any(getattr(v, "base", None) is graph.inputs[0] for v in k.inputs.values())]
@@ -124,7 +124,7 @@ def test_a_reader_of_both_the_old_and_the_new_value_keeps_them_apart(rng):
         new = O.exp(w) * 0.5
         return new, O.sum(new @ w.T)          # the matmul reads the new and the old w: it comes after
     graph = C.trace(step, w)
-    executor = TritonExecutor(graph, Target(), poison=True, carry=[(0, 0)])
+    executor = kernel_executor(graph, Target(), poison=True, carry=[(0, 0)])
     executor.load_state([w])
     (total,) = executor([])
     new = np.exp(w) * 0.5

@@ -1,12 +1,12 @@
-"""Checkpoints (runtime/checkpoint.py): round trips, atomic writes, clear errors."""
+"""Checkpoints (runtime/training/checkpoint.py): round trips, atomic writes, clear errors."""
 import os
 
 import numpy as np
 import pytest
 
-import runtime.checkpoint as ckpt
+import runtime.training.checkpoint as ckpt
 from ops.errors import ArgumentError, ChainruleError
-from runtime.checkpoint import CheckpointError, CheckpointNotFoundError, load, save
+from runtime.training.checkpoint import CheckpointError, CheckpointNotFoundError, load, save
 
 
 def _arrays(rng):

@@ -36,7 +36,7 @@ def test_kernels_of_a_model_in_a_user_file(tmp_path):
     model_file.write_text(textwrap.dedent("""
         import numpy as np
         import ops as O
-        from runtime.zoo import Model
+        from runtime.training.zoo import Model
 
         def loss(w, x, y):
             return O.cross_entropy(O.tanh(O.linear(x, w)), y)

@@ -8,7 +8,7 @@ from compiler import cost
 from compiler.fusion import fuse
 from compiler.lower import lower
 from compiler.saved import saved_values
-from runtime.zoo import ZOO
+from runtime.training.zoo import ZOO
 
 
 # -- definitions, on graphs small enough to count by hand ---------------------------------------
@@ -56,10 +56,10 @@ def test_kernel_bytes_by_hand_on_a_small_training_step():
     program = C.compile(f, O.spec((3, 2)), O.spec((4, 3)), grad_argnums=(0,), backend="reference")
     schedule = lower(program.graph)                  # one kernel per node
     assert [(k.label, cost.kernel_bytes(k)) for k in schedule.kernels] == [
-        ("matmul", (48 + 24, 32)),                   # x @ w
-        ("exp", (32, 32)),
-        ("reduce_sum", (32, 4)),                     # the loss
-        ("matmul", (48 + 32, 24)),                   # x.T (a view of x: 12 floats) @ exp's output (saved): grad w
+        ("fwd_matmul", (48 + 24, 32)),               # x @ w
+        ("fwd_exp", (32, 32)),
+        ("fwd_reduce_sum", (32, 4)),                 # the loss
+        ("bwd_matmul", (48 + 32, 24)),                   # x.T (a view of x: 12 floats) @ exp's output (saved): grad w
     ]                                                # (the seed, a broadcast 1, times exp's output: simplified away)
     assert cost.dram_bytes(schedule) == 72 + 32 + 64 + 36 + 104
     # x and w read once (72 B), the loss and grad w written once (28 B), exp's output saved (2 x 32 B),

@@ -1,4 +1,4 @@
-"""Learning curves (runtime/curves.py): panels, the best epoch, atomic and reproducible files."""
+"""Learning curves (runtime/training/curves.py): panels, the best epoch, atomic and reproducible files."""
 import os
 import xml.etree.ElementTree as ET
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ops.errors import ArgumentError, ShapeError
-from runtime.curves import best_epoch, plot_learning_curves
+from runtime.training.curves import best_epoch, plot_learning_curves
 
 HISTORY = {"loss": [1.2, 0.8, 0.6, 0.5, 0.45], "val_loss": [1.3, 0.9, 0.7, 0.75, 0.8],
            "accuracy": [0.6, 0.75, 0.82, 0.86, 0.88], "val_accuracy": [0.55, 0.7, 0.8, 0.79, 0.78]}

@@ -1,9 +1,9 @@
-"""Data sets and their plumbing (runtime/datasets.py): splits, synthetic sets, labels, batches."""
+"""Data sets and their plumbing (runtime/training/data.py): splits, synthetic sets, labels, batches."""
 import numpy as np
 import pytest
 
 from ops.errors import ArgumentError, ChainruleError, DTypeError, ShapeError
-from runtime.datasets import (
+from runtime.training.data import (
     batches,
     blobs,
     check_labels,

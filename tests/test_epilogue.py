@@ -16,10 +16,10 @@ from compiler.fusion import fuse
 from compiler.lower import lower
 from ops.printer import value_names
 from ops import primitives as P
-from runtime import zoo
-from runtime.executors.reference import run_graph
+from runtime.training import zoo
+from ops.evaluate import run_graph
 from runtime.executors.triton import TritonExecutor
-from tests.helpers import nonzero, rel_error
+from tests.helpers import nonzero, rel_error, kernel_executor
 
 CONV = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)}
 
@@ -30,8 +30,8 @@ def check(fn, *arrays, tol=None):
     graph = C.trace(fn, *arrays)
     args = list(arrays)
     want = run_graph(graph, args)
-    fused = TritonExecutor(graph, Target(), poison=True, fuse=True)
-    unfused = TritonExecutor(graph, Target(), poison=True, fuse=False)
+    fused = kernel_executor(graph, Target(), poison=True, fuse=True)
+    unfused = kernel_executor(graph, Target(), poison=True, fuse=False)
     tol = tol or (1e-10 if arrays[0].dtype == np.float64 else 1e-5)
     for got, plain, w in zip(fused(args), unfused(args), want):
         assert got.shape == w.shape and got.dtype == w.dtype
@@ -52,7 +52,7 @@ def test_linear_bias_relu_is_one_kernel(dtype, rng):
     x, w, b = (nonzero(rng, s, dtype=dtype) for s in [(9, 7), (5, 7), (5,)])
     ex = check(lambda x, w, b: O.relu(O.linear(x, w, b)), x, w, b)
     kernel, = ex.schedule.kernels
-    assert kernel.family == "matmul" and kernel.nodes[0].op == "matmul" and kernel.label == "linear_relu"
+    assert kernel.family == "matmul" and kernel.nodes[0].op == "matmul" and kernel.label == "fwd_linear_relu"
     assert kernel.nodes[0] not in kernel.outputs                 # the accumulator itself is never stored
     source = ex.source()
     assert "epilogue: bias add, relu" in source and "acc + " in source
@@ -64,7 +64,7 @@ def test_conv2d_bias_relu_is_one_kernel(dtype, rng):
         nonzero(rng, (4,), dtype=dtype)
     ex = check(lambda x, w, b: O.relu(O.conv2d(x, w, b, padding=1)), x, w, b)
     kernel, = ex.schedule.kernels
-    assert kernel.family == "conv" and kernel.label == "conv2d_relu"
+    assert kernel.family == "conv" and kernel.label == "fwd_conv2d_relu"
     assert "epilogue: bias add, relu" in ex.source()
 
 
@@ -94,7 +94,7 @@ def test_a_training_step_through_two_convs_fuses_the_relu_backward(rng):
 
     graph = C.simplify(C.grad_graph(C.trace(loss, w1, w2, x, y), (0, 1)))
     want = run_graph(graph, [w1, w2, x, y])
-    ex = TritonExecutor(graph, Target(), poison=True)
+    ex = kernel_executor(graph, Target(), poison=True)
     assert "conv2d_grad_input" in [k.nodes[0].op for k in gemm_kernels(ex) if len(k.nodes) > 1]
     for got, w in zip(ex([w1, w2, x, y]), want):
         assert rel_error(got, w) < 1e-5
@@ -236,9 +236,9 @@ def test_the_bias_gradients_of_linear_and_conv2d_ride_along_the_weight_gradients
 
     graph = C.simplify(C.grad_graph(C.trace(loss, w1, b1, w2, b2, x), (0, 1, 2, 3)))
     args = [w1, b1, w2, b2, x]
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     labels = sorted(k.label for k in rider_kernels(executor))
-    assert labels == ["conv2d_grad_weight_bias_grad", "matmul_bias_grad"]
+    assert labels == ["bwd_conv2d_grad_weight_bias_grad", "bwd_matmul_bias_grad"]
     (linear,) = [k for k in rider_kernels(executor) if k.family == "matmul"]
     assert linear.nodes[0].inputs[0].op == "permute"      # dyᵀ @ h: the sum of dy rides along as A's rows
     for got, want in zip(executor(args), run_graph(graph, args)):

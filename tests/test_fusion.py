@@ -9,10 +9,10 @@ import compiler as C
 import ops as O
 from compiler.codegen import Target
 from compiler.fusion import fuse
-from runtime import zoo
-from runtime.executors.reference import run_graph
+from runtime.training import zoo
+from ops.evaluate import run_graph
 from runtime.executors.triton import TritonExecutor
-from tests.helpers import nonzero, rel_error
+from tests.helpers import nonzero, rel_error, kernel_executor
 from tests.test_random_programs import _error, chainrule_fn, describe, programs
 
 
@@ -42,12 +42,12 @@ def assert_acyclic_groups(plan):
 def test_fusion_on_and_off_give_equal_results_on_the_zoo(name, rng):
     graph, args = training_step(name, rng)
     want = run_graph(graph, args)
-    unfused = TritonExecutor(graph, Target(), poison=True, fuse=False)
-    fused = TritonExecutor(graph, Target(), poison=True, fuse=True)
+    unfused = kernel_executor(graph, Target(), poison=True, fuse=False)
+    fused = kernel_executor(graph, Target(), poison=True, fuse=True)
     assert len(fused.schedule.kernels) < len(unfused.schedule.kernels)
     for a, b, w in zip(fused(args), unfused(args), want):
         assert rel_error(a, w) < 1e-4 and rel_error(b, w) < 1e-4
-    assert_acyclic_groups(fused.fusion)
+    assert_acyclic_groups(fused.compiled.fusion)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -60,7 +60,7 @@ def test_fusion_on_random_programs_is_acyclic_and_exact(program):
     plan = fuse(graph)
     assert_acyclic_groups(plan)
     want = run_graph(graph, inputs)
-    got = TritonExecutor(graph, Target(), poison=True, fuse=True)(inputs)
+    got = kernel_executor(graph, Target(), poison=True, fuse=True)(inputs)
     for k, (g, w) in enumerate(zip(got, want)):
         # _error measures against at least 1e-8: a gradient that is 0 in exact arithmetic comes
         # out as roundoff of ~1e-17 on one side and 0 on the other
@@ -74,7 +74,7 @@ def test_a_pointwise_chain_is_one_kernel(rng):
         return O.tanh(O.exp(x * 0.5) + y) * 2.0 - x
 
     graph = C.trace(f, x, y)
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     assert len(executor.schedule.kernels) == 1
     assert rel_error(executor([x, y])[0], run_graph(graph, [x, y])[0]) < 1e-5
     assert "pointwise nodes fused: the intermediates stay in registers" in executor.source()
@@ -108,7 +108,7 @@ def test_fusion_never_waits_for_itself(rng):
     plan = fuse(graph)
     assert_acyclic_groups(plan)
     assert any("wait for itself" in reason for _, _, reason in plan.rejected)
-    got = TritonExecutor(graph, Target(), poison=True)([x, w])[0]
+    got = kernel_executor(graph, Target(), poison=True)([x, w])[0]
     assert rel_error(got, run_graph(graph, [x, w])[0]) < 1e-5
 
 
@@ -119,9 +119,9 @@ def test_row_composites_compile_to_one_kernel(name, rng):
     fn = {"softmax": lambda x, y: O.softmax(x, 1), "log_softmax": lambda x, y: O.log_softmax(x, 1),
           "layer_norm": lambda x, y: O.layer_norm(x, (10,)), "cross_entropy": O.cross_entropy}[name]
     graph = C.simplify(C.trace(fn, x, labels))
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     assert [k.family for k in executor.schedule.kernels] == ["rows"]
-    assert executor.schedule.kernels[0].label == name              # named after the composite
+    assert executor.schedule.kernels[0].label == f"fwd_{name}"     # named after the composite, in the forward
     assert rel_error(executor([x, labels])[0], run_graph(graph, [x, labels])[0]) < 1e-5
 
 
@@ -131,7 +131,7 @@ def test_cross_entropy_and_its_gradient_are_one_row_kernel(rng):
     x = nonzero(rng, (6, 10), dtype=np.float32)
     labels = rng.integers(0, 10, 6)
     graph = C.simplify(C.grad_graph(C.trace(O.cross_entropy, x, labels), (0,)))
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     assert [k.family for k in executor.schedule.kernels] == ["rows"]
     assert any(n.op == "reshape" for n in executor.schedule.kernels[0].nodes)
     for got, want in zip(executor([x, labels]), run_graph(graph, [x, labels])):
@@ -145,7 +145,7 @@ def test_a_reshape_that_moves_elements_to_other_lanes_is_not_fused(rng):
     graph = C.trace(lambda x, y: O.exp(x).reshape((4, 1)) + y, x, y)
     plan = fuse(graph)
     assert any("moves its elements" in reason or "reshape" in reason for _, _, reason in plan.rejected)
-    got = TritonExecutor(graph, Target(), poison=True)([x, y])[0]
+    got = kernel_executor(graph, Target(), poison=True)([x, y])[0]
     assert rel_error(got, run_graph(graph, [x, y])[0]) < 1e-6
 
 
@@ -166,10 +166,10 @@ def test_max_pool_forward_is_one_kernel_that_stores_the_max_and_its_offset(rng):
         return O.sum(O.max_pool2d(x, 3, 2, 1) * 2.0)
 
     graph = C.simplify(C.grad_graph(C.trace(loss, x), (0,)))
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     first = executor.schedule.kernels[0]
     assert [n.op for n in first.nodes] == ["window_argmax", "window_gather"]
-    assert first.label == "max_pool2d" and len(first.outputs) == 2    # offsets for the backward, and the max
+    assert first.label == "fwd_max_pool2d" and len(first.outputs) == 2    # offsets for the backward, and the max
     for got, want in zip(executor([x]), run_graph(graph, [x])):
         assert rel_error(got, want) < 1e-5
 
@@ -184,11 +184,11 @@ def test_pooling_backward_takes_the_activation_gradient_as_an_epilogue(pool, rng
         return O.sum(pooled[:, :, :3, :3] * r)
 
     graph = C.simplify(C.grad_graph(C.trace(loss, x, r), (0,)))
-    fused = TritonExecutor(graph, Target(), poison=True)
+    fused = kernel_executor(graph, Target(), poison=True)
     heads = [k for k in fused.schedule.kernels if k.nodes[0].op in ("window_scatter", "window_sum_transpose")]
     assert len(heads) == 1 and len(heads[0].nodes) > 1           # the activation's gradient joined the window kernel
-    assert "epilogue:" in fused.sources[fused.schedule.kernels.index(heads[0])]
-    unfused = TritonExecutor(graph, Target(), poison=True, fuse=False)
+    assert "epilogue:" in fused.compiled.sources[fused.schedule.kernels.index(heads[0])]
+    unfused = kernel_executor(graph, Target(), poison=True, fuse=False)
     for a, b, w in zip(fused([x, r]), unfused([x, r]), run_graph(graph, [x, r])):
         assert rel_error(a, w) < 1e-5 and rel_error(b, w) < 1e-5
 
@@ -202,9 +202,9 @@ def test_batch_norm_forward_is_one_kernel_and_its_backward_at_most_three(rng):
         return O.batch_norm(x, None, None, g, b, training=True)
 
     forward = C.simplify(C.trace(bn, x, gamma, beta))
-    assert [k.family for k in TritonExecutor(forward, Target()).schedule.kernels] == ["rows"]
+    assert [k.family for k in kernel_executor(forward, Target()).schedule.kernels] == ["rows"]
     joint = C.simplify(C.grad_graph(C.trace(lambda x, g, b, r: O.sum(bn(x, g, b) * r), x, gamma, beta, r), (0, 1, 2)))
-    executor = TritonExecutor(joint, Target(), poison=True)
+    executor = kernel_executor(joint, Target(), poison=True)
     # the forward, the loss's sum (which the test adds) and at most three for the backward
     assert len(executor.schedule.kernels) <= 5
     for got, want in zip(executor([x, gamma, beta, r]), run_graph(joint, [x, gamma, beta, r])):
@@ -223,7 +223,7 @@ def test_sibling_updates_that_read_the_learning_rate_share_one_launch(dtype, rng
     def sgd(p1, p2, p3, g1, g2, g3, lr):
         return p1 - lr * g1, p2 - lr * g2, p3 - lr * g3
     graph = C.trace(sgd, *params, *grads, lr)
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     assert [k.family for k in executor.schedule.kernels] == ["horizontal"]
     assert "3 independent parts in one launch" in fuse(graph).text()
     for got, want in zip(executor([*params, *grads, lr]), run_graph(graph, [*params, *grads, lr])):
@@ -237,7 +237,7 @@ def test_siblings_that_depend_on_each_other_stay_apart(rng):
     graph = C.trace(lambda x, w: x + O.exp(2.0 * x) @ w, x, w)
     plan = fuse(graph)
     assert_acyclic_groups(plan)
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     assert "horizontal" not in [k.family for k in executor.schedule.kernels]
     assert rel_error(executor([x, w])[0], run_graph(graph, [x, w])[0]) < 1e-12
 
@@ -251,7 +251,7 @@ def test_a_consumer_of_a_kernels_value_is_not_its_sibling(rng):
         t = O.tanh(x / x)
         return t * t, O.minimum(t, y)
     graph = C.trace(f, x, y)
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     assert "horizontal" not in [k.family for k in executor.schedule.kernels]
     assert len(executor.schedule.kernels) == 2
     for got, want in zip(executor([x, y]), run_graph(graph, [x, y])):

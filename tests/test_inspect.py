@@ -14,7 +14,7 @@ from compiler.codegen import pointwise
 from compiler.inspect import (GREEN, RED, YELLOW, describe, gradient_check_view, node_errors, relative_error,
                               scalar_values, scalar_view)
 from ops.printer import value_names
-from runtime.executors.reference import run_graph, run_graph_values
+from ops.evaluate import run_graph, run_graph_values
 from tests.helpers import nonzero
 
 

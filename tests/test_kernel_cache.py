@@ -24,8 +24,8 @@ def test_kernels_go_to_the_cache_dir_named_by_their_hash(rng, tmp_path, monkeypa
     x, y = nonzero(rng, (3, 4), dtype=np.float32), nonzero(rng, (3, 4), dtype=np.float32)
     program = C.compile(model, x, y, backend="interpret")
     files = sorted(os.listdir(tmp_path))
-    assert len(files) == len(program.executor.sources)
-    for text in program.executor.sources:
+    assert len(files) == len(program.compiled.sources)
+    for text in program.compiled.sources:
         assert os.path.basename(kernel_cache.path_for(text)) in files
 
 
@@ -34,13 +34,13 @@ def test_a_corrupted_file_is_regenerated_not_executed(rng, tmp_path, monkeypatch
     x, y = nonzero(rng, (5, 2), dtype=np.float32), nonzero(rng, (5, 2), dtype=np.float32)
     want = C.jit(model, backend="reference")(x, y)
     program = C.compile(model, x, y, backend="interpret")
-    for text in program.executor.sources:            # vandalize every cached kernel
+    for text in program.compiled.sources:            # vandalize every cached kernel
         with open(kernel_cache.path_for(text), "w") as f:
             f.write("raise SystemExit('a corrupted kernel was executed')\n")
     kernel_cache._modules.clear()                      # a new process: nothing imported yet
     again = C.compile(model, x, y, backend="interpret")
     assert rel_error(again(x, y), want) < 1e-5
-    for text in again.executor.sources:
+    for text in again.compiled.sources:
         with open(kernel_cache.path_for(text)) as f:
             assert f.read() == text
 

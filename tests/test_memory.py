@@ -17,10 +17,10 @@ from compiler.memory import (
     plan_memory,
     verify,
 )
-from runtime.executors.reference import run_graph
+from ops.evaluate import run_graph
 from runtime.executors.triton import TritonExecutor
-from runtime.zoo import ZOO
-from tests.helpers import nonzero, rel_error
+from runtime.training.zoo import ZOO
+from tests.helpers import nonzero, rel_error, kernel_executor
 
 
 def planned(intervals, alignment=1):
@@ -185,7 +185,7 @@ def test_zoo_training_steps_from_the_arena_equal_the_reference(name, rng):
     batch = 4
     program = C.compile(model.loss, *model.specs(params, batch), grad_argnums=tuple(range(len(params))),
                         backend="reference")
-    executor = TritonExecutor(program.graph, Target(), poison=True)
+    executor = kernel_executor(program.graph, Target(), poison=True)
     verify(executor.plan)
     report = program.report()
     assert (report["arena_bytes"], report["live_lower_bound_bytes"], report["no_reuse_bytes"]) == \
@@ -220,11 +220,11 @@ def test_an_in_place_kernel_gives_the_right_answer_at_runtime(rng):
     # (through a reshape: straight after the matmul, exp and tanh would join its kernel as an epilogue)
     v = nonzero(rng, (7, 3), dtype=np.float32)
     graph = C.trace(lambda x, w, v: O.reshape(O.exp(O.tanh(O.reshape(x @ w, (42,)))), (6, 7)) @ v, x, w, v)
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     assert executor.in_place                      # the pointwise kernel writes over the matmul's output
     _check_same(executor([x, w, v]), run_graph(graph, [x, w, v]), 1e-5)
     graph = C.trace(f, x, w)
-    _check_same(TritonExecutor(graph, Target(), poison=True)([x, w]), run_graph(graph, [x, w]), 1e-5)
+    _check_same(kernel_executor(graph, Target(), poison=True)([x, w]), run_graph(graph, [x, w]), 1e-5)
 
 
 def test_outputs_that_are_views_of_result_buffers_come_out_right_and_survive_the_next_call(rng):
@@ -235,7 +235,7 @@ def test_outputs_that_are_views_of_result_buffers_come_out_right_and_survive_the
         a, b = O.exp(h), O.tanh(h)
         return a.T, b.T, b[1:, ::2], x.T, O.sum(a, 1)
     graph = C.trace(f, x, w)
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     assert len(executor.plan.results) == 3                    # exp, tanh and the sum: outside the arena
     first = executor([x, w])
     kept = [a.copy() for a in first]

@@ -8,7 +8,7 @@ import pytest
 import compiler as C
 from compiler.memory import Interval, plan_intervals
 from compiler.memory_plot import plot_memory
-from runtime.zoo import ZOO
+from runtime.training.zoo import ZOO
 
 
 def small_plan():

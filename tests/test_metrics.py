@@ -1,10 +1,10 @@
-"""Classification metrics (runtime/metrics.py), checked against scikit-learn."""
+"""Classification metrics (runtime/training/metrics.py), checked against scikit-learn."""
 import numpy as np
 import pytest
 import sklearn.metrics as skm
 
 from ops.errors import ArgumentError, ShapeError
-from runtime.metrics import accuracy, confusion_matrix, precision_recall_f1, report
+from runtime.training.metrics import accuracy, confusion_matrix, precision_recall_f1, report
 
 
 def _draw(rng, classes=5, n=None):

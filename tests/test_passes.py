@@ -13,7 +13,7 @@ import ops as O
 from compiler.autodiff import active_nodes
 from ops import primitives as P
 from ops.primitive import constant
-from runtime.executors.reference import run_graph
+from ops.evaluate import run_graph
 from tests.helpers import nonzero, positive, rel_error
 
 TF = torch.nn.functional

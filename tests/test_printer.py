@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 
 import compiler as C
 import ops as O
-from runtime.executors.reference import run_graph
+from ops.evaluate import run_graph
 from tests.helpers import nonzero, positive, rel_error
 from tests.test_random_programs import chainrule_fn, programs
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import compiler as C
 import ops as O
-from runtime.executors.reference import run_graph
+from ops.evaluate import run_graph
 from tests.helpers import nonzero
 
 KINK = 1e-6          # distance a kink op keeps from its kink

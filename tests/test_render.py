@@ -15,7 +15,7 @@ import compiler as C
 import ops as O
 from compiler import render
 from compiler.saved import saved_values
-from runtime.zoo import ZOO
+from runtime.training.zoo import ZOO
 
 
 def two_ops(x, w):

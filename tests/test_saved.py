@@ -13,8 +13,8 @@ import ops as O
 from compiler.remat import recomputable, regenerate_random, rematerialize
 from compiler.saved import saved_bytes, saved_input_bytes, saved_report, saved_values
 from ops.primitive import REGISTRY
-from runtime import zoo
-from runtime.executors.reference import run_graph
+from runtime.training import zoo
+from ops.evaluate import run_graph
 from tests.helpers import nonzero, rel_error
 
 

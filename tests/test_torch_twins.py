@@ -1,16 +1,16 @@
-"""benchmarks/torch_twins.py: each zoo model's torch twin computes what the model computes,
+"""Torch twins (runtime/training/twins.py): each zoo model's torch twin computes what the model computes,
 from the same weights, in evaluation and (batch norm) training mode; the optimizers match fit's;
 torch_fit trains on the same batches as fit and ends where it ends."""
 import numpy as np
 import pytest
 import torch
 
-from benchmarks.torch_twins import torch_fit, torch_optimizer, torch_twin
 from ops.errors import ArgumentError
 from ops import layers as L
-from runtime.datasets import digits_split
-from runtime.train import fit
-from runtime.zoo import networks
+from runtime.training.data import digits_split
+from runtime.training.loop import fit
+from runtime.training.twins import torch_fit, torch_optimizer, torch_twin
+from runtime.training.zoo import networks
 
 ZOO = list(networks())
 

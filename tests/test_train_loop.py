@@ -1,4 +1,4 @@
-"""The training loop (runtime/train.py) and `chainrule train`: a tiny set is learnt to 100%,
+"""The training loop (runtime/training/loop.py) and `chainrule train`: a tiny set is learnt to 100%,
 early stopping stops, the best epoch's checkpoint round-trips, a diverging run stops with a
 message naming the epoch and the step, and bad labels are refused before anything runs."""
 import os
@@ -10,10 +10,9 @@ import pytest
 
 from ops.errors import ChainruleError
 from ops import layers as L
-from runtime import checkpoint
-from runtime.datasets import blobs, split, two_moons
-from runtime.train import fit
-from runtime.training_utils import NonFiniteLossError
+from runtime.training import checkpoint
+from runtime.training.data import blobs, split, two_moons
+from runtime.training.loop import NonFiniteLossError, fit
 
 
 def moons_data():
@@ -120,7 +119,7 @@ def test_a_model_from_a_file_trains_through_the_command(tmp_path):
 
 
 def test_the_autoencoder_trains_and_reports_its_reconstruction_error():
-    from runtime.train import train_command
+    from runtime.training.loop import train_command
 
     lines = []
     result = train_command("autoencoder", 2, 64, None, "adam", "reference", 0, None, log=lines.append)

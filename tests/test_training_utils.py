@@ -1,11 +1,11 @@
-"""Early stopping and the finite-loss guard (runtime/training_utils.py)."""
+"""Early stopping and the finite-loss guard (runtime/training/loop.py)."""
 import math
 
 import numpy as np
 import pytest
 
 from ops.errors import ArgumentError, ChainruleError
-from runtime.training_utils import EarlyStopping, NonFiniteLossError, check_finite
+from runtime.training.loop import EarlyStopping, NonFiniteLossError, check_finite
 
 
 def _run(stopper, values):

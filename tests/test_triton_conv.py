@@ -21,7 +21,7 @@ from compiler.lower import lower
 from ops.printer import value_names
 from ops import primitives as P
 from runtime.executors.triton import TritonExecutor
-from tests.helpers import nonzero, rel_error
+from tests.helpers import nonzero, rel_error, kernel_executor
 
 TOL = 1e-4
 
@@ -65,7 +65,7 @@ def _all_three(in_shape, w_shape, attrs):
 
 def _run_poisoned(f, args):
     graph = C.trace(f, *args)
-    return TritonExecutor(graph, Target(), poison=True)(args)
+    return kernel_executor(graph, Target(), poison=True)(args)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
@@ -103,7 +103,7 @@ def test_small_blocks_walk_tiles_and_k(rng, blocks):
     x, w, g = (nonzero(rng, s, dtype=np.float32) for s in (in_shape, w_shape, out_shape))
     f = _all_three(in_shape, w_shape, attrs)
     want = C.jit(f, backend="reference")(x, w, g)
-    executor = TritonExecutor(C.trace(f, x, w, g), Target())
+    executor = kernel_executor(C.trace(f, x, w, g), Target())
     tensors = dict(zip(executor.graph.inputs, (torch.from_numpy(a) for a in (x, w, g))))
     block_m, block_n, block_k = blocks
     for kernel, module in zip(executor.schedule.kernels, executor.modules):
@@ -190,7 +190,7 @@ def test_strided_views(rng):
     views = [v for k in lower(graph).kernels for v in k.inputs.values()]
     assert any(0 in v.strides for v in views) and any(v.offset for v in views)   # really strided
     want = C.jit(f, backend="reference")(*args)
-    got = TritonExecutor(graph, Target(), poison=True)(args)
+    got = kernel_executor(graph, Target(), poison=True)(args)
     for a, b in zip(got, want):
         assert rel_error(a, b) < TOL
 

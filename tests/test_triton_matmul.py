@@ -13,13 +13,13 @@ import ops as O
 from compiler.codegen import Target, generate
 from ops.errors import BackendError
 from runtime.executors.triton import TritonExecutor
-from tests.helpers import nonzero, rel_error
+from tests.helpers import nonzero, rel_error, kernel_executor
 
 
 def run_poisoned(f, *arrays):
     """Run f's kernels with NaN-filled outputs: an element a kernel forgets stays NaN."""
     graph = C.trace(f, *arrays)
-    executor = TritonExecutor(graph, Target(), poison=True)
+    executor = kernel_executor(graph, Target(), poison=True)
     return executor, executor(list(arrays))
 
 
@@ -131,7 +131,7 @@ def test_small_blocks_walk_tiles_and_k(rng, blocks):
     """Blocks smaller than the shapes: several tiles each way and several steps along k."""
     a, b = nonzero(rng, (2, 33, 65), dtype=np.float32), nonzero(rng, (2, 17, 65), dtype=np.float32)
     graph = C.trace(lambda a, b: a @ b.mT, a, b)
-    executor = TritonExecutor(graph, Target())
+    executor = kernel_executor(graph, Target())
     (module,) = executor.modules
     out = torch.full((2, 33, 17), float("nan"))
     block_m, block_n, block_k = blocks
@@ -142,7 +142,7 @@ def test_small_blocks_walk_tiles_and_k(rng, blocks):
 
 def test_gpu_source_lists_configs_to_tune_with_gpu_launch_parameters(rng):
     graph = C.trace(lambda a, b: O.matmul(a, b.mT), O.spec((2, 300, 70)), O.spec((2, 40, 70)))
-    executor = TritonExecutor(graph, Target())
+    executor = kernel_executor(graph, Target())
     (kernel,) = executor.schedule.kernels
     for target in [Target(device="cuda", interpret=False), Target(device="cuda", interpret=False, allow_tf32=True)]:
         text = generate(kernel, executor.names, target)

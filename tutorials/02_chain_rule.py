@@ -39,8 +39,8 @@ import ops as O
 from compiler.autodiff import FANOUT_SUM
 from ops.printer import node_code, value_names
 from compiler.render import values_dot
-from runtime.datasets import blobs
-from runtime.executors.reference import run_graph_values
+from runtime.training.data import blobs
+from ops.evaluate import run_graph_values
 from runtime.tutorial import Tutorial
 
 tut = Tutorial("02_chain_rule")
@@ -249,7 +249,7 @@ def batch_loss(theta, X, y_true):
 step = C.compile(batch_loss, O.spec((3,)), O.spec(X.shape), O.spec(targets.shape), grad_argnums=(0,))
 print(f"backend: {step.backend};  {step.report()['kernels']} kernels (one per node would be "
       f"{step.report()['unfused_kernels']})")
-for filename, _ in step.executor.files():
+for filename, _ in step.compiled.files():
     print("  ", filename)
 
 # %% [markdown]
@@ -264,7 +264,7 @@ assert step.report()["kernels"] == 3
 names_in_kernels = value_names(step.graph)
 sigma_node = next(n for n in step.graph.nodes if FANOUT_SUM in n.scope)
 dJ_dz_node = step.schedule.kernels[1].nodes[-1]          # the fused kernel's last node
-fused_file, fused_source = step.executor.files()[1]
+fused_file, fused_source = step.compiled.files()[1]
 tut.show_code(fused_source, start=f"# {names_in_kernels[sigma_node]} = ",
               end=f"tl.store({names_in_kernels[dJ_dz_node]}_ptr", title=fused_file)
 
@@ -273,7 +273,7 @@ tut.show_code(fused_source, start=f"# {names_in_kernels[sigma_node]} = ",
 # as its header says:
 
 # %%
-tut.show_code(step.executor.files()[2][1], start="computes:", end="writes:", title=step.executor.files()[2][0])
+tut.show_code(step.compiled.files()[2][1], start="computes:", end="writes:", title=step.compiled.files()[2][0])
 
 # %% [markdown]
 # The compiled gradient equals the formula Xᵀ (y − y*) / N (float32, so to about 1e-6):

@@ -145,7 +145,7 @@ for (name, mine), compiled in zip(by_hand.items(), grads):
 
 # %%
 names = value_names(step.graph)
-kernel_files = step.executor.files()          # (file name, text), in launch order, like step.schedule.kernels
+kernel_files = step.compiled.files()          # (file name, text), in launch order, like step.schedule.kernels
 pass_back = next(k for k in step.schedule.kernels
                  if any(n.op == "matmul" and n.role == "backward" for n in k.nodes)
                  and any(n.op == "mul" for n in k.nodes))
@@ -187,7 +187,7 @@ for node in step.graph.nodes:
 # epilogue; and the two weight-gradient matmuls with the bias gradients riding along.
 
 # %%
-print("kernels:", ", ".join(f for f, _ in step.executor.files()))
+print("kernels:", ", ".join(f for f, _ in step.compiled.files()))
 print(f"{step.report()['kernels']} kernels; one per node would be {step.report()['unfused_kernels']}")
 assert step.report()["kernels"] == 6
 pictures = step.render(tut.path("compiled_step"))      # forward, backward, kernels and memory .svg

@@ -139,9 +139,9 @@ print(C.simplify(joint))
 tut.show(joint, "conv_backward")
 conv_step = C.compile(weighted_output, O.spec(as_image.shape), O.spec(as_kernel.shape), O.spec(only_first.shape),
                       grad_argnums=(0, 1))
-conv_kernels = [name for name, _ in conv_step.executor.files()]
+conv_kernels = [name for name, _ in conv_step.compiled.files()]
 print("kernels:", ", ".join(conv_kernels))
-assert conv_kernels == ["00_conv2d.py", "01_mul_sum.py", "02_conv2d_grad_input.py", "03_conv2d_grad_weight.py"]
+assert conv_kernels == ["00_fwd_conv2d.py", "01_fwd_mul_sum.py", "02_bwd_conv2d_grad_input.py", "03_bwd_conv2d_grad_weight.py"]
 
 # %% [markdown]
 # ## Stride and padding
@@ -252,7 +252,7 @@ tut.show(fig, "edges")
 
 # %%
 filter_program = C.compile(filter_images, O.spec(images.shape), O.spec(filters.shape))
-(filter_file, filter_source), = filter_program.executor.files()
+(filter_file, filter_source), = filter_program.compiled.files()
 tut.show_code(filter_source, start="for k_start in range", end="acc = tl.dot", title=filter_file)
 
 # %% [markdown]
@@ -353,7 +353,7 @@ tut.show(pool_joint, "max_pool_backward")
 
 # %%
 pool_step = C.compile(max_pool_output, O.spec(grid.shape), O.spec(window_gradient.shape), grad_argnums=(0,))
-pool_files = pool_step.executor.files()
+pool_files = pool_step.compiled.files()
 print("kernels:", ", ".join(name for name, _ in pool_files))
 forward_file, forward_source = next((name, text) for name, text in pool_files if "window_argmax" in text)
 tut.show_code(forward_source, start="reads:", end='"""', title=forward_file)

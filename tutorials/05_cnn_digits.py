@@ -21,7 +21,7 @@
 # You will
 #
 # * count the network's parameters by hand and check the count against `summary()`,
-# * train it with `runtime.train.fit` — forward, backward and the Adam update compiled into
+# * train it with `runtime.training.loop.fit` — forward, backward and the Adam update compiled into
 #   one program of generated kernels,
 # * read its learning curves,
 # * see *which* digits it mistakes for which (the confusion matrix) and put numbers on it
@@ -39,10 +39,10 @@ import numpy as np
 import compiler as C
 import ops as O
 from ops import layers as L
-from runtime import metrics
-from runtime.curves import plot_learning_curves
-from runtime.datasets import digits_split
-from runtime.train import fit
+from runtime.training import metrics
+from runtime.training.curves import plot_learning_curves
+from runtime.training.data import digits_split
+from runtime.training.loop import fit
 from runtime.tutorial import Tutorial
 
 tut = Tutorial("05_cnn_digits")
@@ -197,7 +197,7 @@ print(f"trained in {time.perf_counter() - start:.1f} s; best epoch {result['best
 # %%
 report = step.program.report()
 print(f"{report['kernels']} kernels (unfused: {report['unfused_kernels']})")
-kernel_files = [name for name, _ in step.program.executor.files()]
+kernel_files = [name for name, _ in step.program.compiled.files()]
 print("\n".join(kernel_files))
 assert sum("_adam_bias_grad" in name for name in kernel_files) == 4
 
@@ -294,7 +294,7 @@ tut.show(fig, "mistakes")
 # * **F1** = 2 · precision · recall / (precision + recall), their harmonic mean: high only when
 #   both are.
 #
-# `runtime/metrics.py` writes each in a few lines of NumPy (read it); `report` prints them like
+# `runtime/training/metrics.py` writes each in a few lines of NumPy (read it); `report` prints them like
 # scikit-learn's `classification_report`, with the macro average — the plain mean over the
 # classes, so that a small class counts as much as a large one.
 

@@ -209,13 +209,13 @@ print(f"kernels: {report['kernels']}   (one per primitive: {report['unfused_kern
       f"it reads {kernel_bytes['bytes_read']} bytes and writes {kernel_bytes['bytes_written']}")
 assert report["kernels"] == 1 and report["unfused_kernels"] == 14 and forward_program.graph.num_ops == 15
 assert kernel_bytes["bytes_read"] == logits.nbytes + labels.nbytes and kernel_bytes["bytes_written"] == 4
-(forward_kernel_file, forward_kernel), = forward_program.executor.files()
+(forward_kernel_file, forward_kernel), = forward_program.compiled.files()
 print(f"---- kernels/{forward_kernel_file} ----")
 tut.show_code(forward_kernel, start="@triton.jit")
 assert "BLOCK_ROWS=8, BLOCK_COLS=8" in forward_kernel and "detach" not in str(forward_program.graph)
 
 # %% [markdown]
-# **What you should see:** one `@triton.jit` function, `k00_cross_entropy`. Each program takes
+# **What you should see:** one `@triton.jit` function, `k00_fwd_cross_entropy`. Each program takes
 # `BLOCK_ROWS` rows; a row has 5 logits, but a block's sides must be powers of two, so it loads 8
 # columns and `mask` switches off the 3 extra ones (`other=0` on the load, `float('-inf')` under
 # the max, `0` under the sums). Then the lines of the trace, each commented with the node it
@@ -300,20 +300,20 @@ assert grad_report["kernels"] == 1 and grad_report["kernel_bytes"][0]["bytes_rea
 assert grad_report["kernel_bytes"][0]["bytes_written"] == 4 + logits.nbytes
 pictures = grad_program.render(tut.path("compiled"))
 tut.show_file(next(p for p in pictures if p.endswith("kernels.svg")))
-(grad_kernel_file, grad_kernel), = grad_program.executor.files()
+(grad_kernel_file, grad_kernel), = grad_program.compiled.files()
 body = grad_kernel[grad_kernel.index("@triton.jit"):]
 print(f"---- kernels/{grad_kernel_file}, the backward's lines ----")
-shown = tut.show_code(body, start="t15 = ", end="t23 = ")
-assert "t15 = -0.125" in shown and "t23 = t16 + t22" in shown
+shown = tut.show_code(body, start="t16 = ", end="t23 = ")
+assert "t16 = -0.125 * t9" in shown and "t23 = t16 + t22" in shown
 
 # %% [markdown]
-# **What you should see:** one cluster, `k00_cross_entropy`, holding the forward (blue) and the
+# **What you should see:** one cluster, `k00_fwd_bwd_cross_entropy`, holding the forward (blue) and the
 # backward (orange) nodes; it reads the logits (`primals_1`) and the labels (`primals_2`), 224
 # bytes, and writes the loss and the gradient, 164 bytes. The labels' reshape to a column sits
-# outside the cluster as a note: it is a view, it costs no kernel. In the code, `t16 = t15 * t9`
-# is −onehot/N (`t9` is the one-hot row the forward made), `t18` the row sum, `t20 = t19 / t3`
+# outside the cluster as a note: it is a view, it costs no kernel. In the code, `t16 = -0.125 * t9`
+# is −onehot/N (`t9` is the one-hot row the forward made), `t18` the row sum, `t20 = t18 / t3`
 # divides by the forward's Σ exp (`t3`, still in registers — nothing was saved to memory),
-# `t22 = t21 * t2` multiplies by the forward's exp, and `t23 = t16 + t22` is the gradient that
+# `t22 = t20 * t2` multiplies by the forward's exp, and `t23 = t16 + t22` is the gradient that
 # is stored.
 #
 # ## Exercises

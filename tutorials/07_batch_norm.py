@@ -37,7 +37,7 @@ import compiler as C
 import ops as O
 from ops.printer import value_names
 from ops import layers as L
-from runtime.executors.reference import run_graph_values
+from ops.evaluate import run_graph_values
 from runtime.tutorial import Tutorial
 
 tut = Tutorial("07_batch_norm")
@@ -240,7 +240,7 @@ forward_program = C.compile(bn_forward, O.spec(shape), O.spec((channels,)), O.sp
 y_kernel = forward_program(*arrays32[:3])
 print(f"kernels: {forward_program.report()['kernels']}   (one per primitive: "
       f"{forward_program.report()['unfused_kernels']})")
-(kernel_file, kernel_text), = forward_program.executor.files()
+(kernel_file, kernel_text), = forward_program.compiled.files()
 print(f"---- kernels/{kernel_file} ----")
 tut.show_code(kernel_text, start="@triton.jit")
 print("per channel: mean", np.round(y_kernel.mean(axis=(0, 2, 3)), 6),
@@ -278,25 +278,25 @@ for kernel in network_step.report()["kernel_bytes"]:
 pictures = network_step.render(tut.path("network"))
 tut.show_file(next(p for p in pictures if p.endswith("kernels.svg")))
 kernel_names = [k["name"] for k in network_step.report()["kernel_bytes"]]
-assert kernel_names == ["k00_conv2d", "k01_batch_norm_relu", "k02_adaptive_avg_pool2d_flatten", "k03_cross_entropy",
-                        "k04_adaptive_avg_pool2d_relu_batch_norm", "k05_reduce_sum", "k06_reduce_sum",
-                        "k07_batch_norm_conv2d", "k08_conv2d_grad_weight"]
+assert kernel_names == ["k00_fwd_conv2d", "k01_fwd_batch_norm_relu", "k02_fwd_adaptive_avg_pool2d_flatten", "k03_fwd_bwd_cross_entropy",
+                        "k04_bwd_adaptive_avg_pool2d_relu_batch_norm", "k05_bwd_reduce_sum", "k06_bwd_reduce_sum",
+                        "k07_bwd_batch_norm_conv2d", "k08_bwd_conv2d_grad_weight"]
 
 # %% [markdown]
-# **What you should see:** nine kernels. In the forward, `k01_batch_norm_relu` is the whole
+# **What you should see:** nine kernels. In the forward, `k01_fwd_batch_norm_relu` is the whole
 # batch norm *and* the ReLU after it: the statistics, the normalization, γ, β and the max with 0
 # in one pass over the convolution's output. The backward of batch norm is spread over four:
-# `k04_adaptive_avg_pool2d_relu_batch_norm` (the pointwise part: the pooling's and the ReLU's
-# gradients, × γ, ÷ σ̂), `k05_reduce_sum` and `k06_reduce_sum` (∂loss/∂β and ∂loss/∂γ), and
-# `k07_batch_norm_conv2d`, the row kernel with the remaining sums and the four paths' Σ, which
-# hands ∂loss/∂(conv output) to `k08_conv2d_grad_weight`. In the picture, each kernel is a purple
+# `k04_bwd_adaptive_avg_pool2d_relu_batch_norm` (the pointwise part: the pooling's and the ReLU's
+# gradients, × γ, ÷ σ̂), `k05_bwd_reduce_sum` and `k06_bwd_reduce_sum` (∂loss/∂β and ∂loss/∂γ), and
+# `k07_bwd_batch_norm_conv2d`, the row kernel with the remaining sums and the four paths' Σ, which
+# hands ∂loss/∂(conv output) to `k08_bwd_conv2d_grad_weight`. In the picture, each kernel is a purple
 # cluster labelled with the bytes it reads and writes.
 #
 # Why four and not one? The fusion pass writes down the reason for every pair of nodes it did
 # not fuse (`03_fusion.txt` of `Program.dump`). The one that splits batch norm's backward:
 
 # %%
-fusion_text = network_step.executor.fusion.text()
+fusion_text = network_step.compiled.fusion.text()
 reasons = [line.strip() for line in fusion_text.splitlines()
            if "(where) -> " in line and "(reduce_sum)" in line and "neither a whole row" in line]
 print(reasons[0])
@@ -391,7 +391,7 @@ assert np.abs(train_out[0] - train_out_other[0]).max() > 0.1 and np.array_equal(
 # **What you should see:** train and eval outputs are close but not equal (the batch's
 # statistics are not quite the running ones); and in train mode example 0's output changes when
 # the other examples change, while in eval mode it does not move at all. That is why a trained
-# network must be switched to eval mode before you use it (`step.evaluate` in `runtime.train`
+# network must be switched to eval mode before you use it (`step.evaluate` in `runtime.training.loop`
 # does it; forgetting it is a classic bug), and why batch norm misbehaves with tiny batches.
 #
 # ## Exercises

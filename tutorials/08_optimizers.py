@@ -299,7 +299,7 @@ assert extra == {"SGD": 1, "momentum": 1, "RMSprop": 1, "Adam": 2}
 
 # %% [markdown]
 # The update costs almost no kernels: the step with SGD, momentum or RMSprop has **one**
-# kernel more than the loss and gradients alone, and Adam two (its extra `k04_adam` computes
+# kernel more than the loss and gradients alone, and Adam two (its extra `k04_upd_adam` computes
 # the scalar bias corrections once for all parameters). Where did the updates go? Here is the
 # momentum step's program after the backward (the `sgd` lines), and its kernels:
 
@@ -310,16 +310,16 @@ print("\n".join(line for line in program_lines if " sgd " in line))
 tut.show(kernels_dot(momentum_train.graph, momentum_train.schedule,
                      title="the momentum training step: every kernel a purple box"), "momentum_kernels")
 kernel_names = [k.name for k in momentum_train.schedule.kernels]
-assert {"k04_dense_1_sgd_bias_grad", "k05_dense_sgd_bias_grad", "k06_sgd"} <= set(kernel_names)
+assert {"k04_bwd_upd_dense_1_sgd_bias_grad", "k05_bwd_upd_dense_sgd_bias_grad", "k06_upd_sgd"} <= set(kernel_names)
 
 # %% [markdown]
-# **What you should see** (bottom row of the picture): `k05_dense_sgd_bias_grad` holds the
+# **What you should see** (bottom row of the picture): `k05_bwd_upd_dense_sgd_bias_grad` holds the
 # `matmul` that computes the gradient of `dense.weight` and, in the same box, `mul (0.9)` of
 # the momentum buffer, `add`, `mul` by `lr` and `sub` — the whole update. The gradient never
 # goes to memory: the update runs on the GEMM's output tile while it is still in registers (an
 # *epilogue*), and the `reduce_sum` beside the matmul is the bias gradient, summed from the
-# same tiles. `k04_dense_1_sgd_bias_grad` does the same for `dense_1.weight`. The two bias
-# updates are in `k06_sgd`: one launch for both (*sibling* fusion, like PyTorch's
+# same tiles. `k04_bwd_upd_dense_1_sgd_bias_grad` does the same for `dense_1.weight`. The two bias
+# updates are in `k06_upd_sgd`: one launch for both (*sibling* fusion, like PyTorch's
 # multi-tensor `foreach` optimizers).
 #
 # The generated kernel says the same in code: the K loop accumulates the gradient tile `acc`
@@ -327,7 +327,7 @@ assert {"k04_dense_1_sgd_bias_grad", "k05_dense_sgd_bias_grad", "k06_sgd"} <= se
 # and stores the new buffer and the new weight — `acc` itself is never stored.
 
 # %%
-kernel_files = dict(momentum_train.executor.files())
+kernel_files = dict(momentum_train.compiled.files())
 weight_kernel = next(text for name, text in kernel_files.items() if "dense_sgd_bias_grad" in name)
 tut.show_code(weight_kernel, start="acc = tl.zeros", end="# store")
 
@@ -338,7 +338,7 @@ tut.show_code(weight_kernel, start="acc = tl.zeros", end="# store")
 # (`03_fusion.txt` of `Program.dump`):
 
 # %%
-fusion_text = momentum_train.executor.fusion.text()
+fusion_text = momentum_train.compiled.fusion.text()
 print("\n".join(line for line in fusion_text.splitlines() if "rides along the matmul's K loop and" in line))
 
 # %% [markdown]
@@ -365,7 +365,7 @@ assert "8 written in place" in unwrapped and "t43 over dense_weight at step 5" i
 # %% [markdown]
 # All eight carried values — four parameters and four momentum buffers — are written in place:
 # `t43`, the new `dense.weight`, goes over `dense_weight` at step 5, which is the kernel
-# `k05_dense_sgd_bias_grad` you read above. Each epilogue lane reads the old weight and buffer
+# `k05_bwd_upd_dense_sgd_bias_grad` you read above. Each epilogue lane reads the old weight and buffer
 # at exactly the element it then overwrites, so no copy and no second buffer is needed, and
 # only the batch and the learning rate travel to the device each step.
 #

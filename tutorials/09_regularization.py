@@ -36,11 +36,11 @@ from ops.printer import value_names
 from compiler.remat import regenerate_random
 from compiler.saved import saved_bytes, saved_report
 from ops import layers as L
-from runtime.executors.backends import executor_for
-from runtime.curves import plot_learning_curves
-from runtime.datasets import batches, digits_split
-from runtime.train import evaluate, fit
-from runtime.training_utils import EarlyStopping
+from compiler.pipeline import compile_kernels
+from runtime.executors.triton import TritonExecutor
+from runtime.training.curves import plot_learning_curves
+from runtime.training.data import batches, digits_split
+from runtime.training.loop import EarlyStopping, evaluate, fit
 from runtime.tutorial import Tutorial
 
 tut = Tutorial("09_regularization")
@@ -73,7 +73,7 @@ def mlp(dropout=0.0):
 print(mlp().summary())
 
 # %% [markdown]
-# The training loop is `fit`'s (`runtime/train.py`) without early stopping and without going
+# The training loop is `fit`'s (`runtime/training/loop.py`) without early stopping and without going
 # back to the best epoch's weights at the end: the compiled
 # step (forward, backward and Adam's update in one program) on shuffled mini-batches, then the
 # validation loss. We also record the size of the first layer's weights, ‖W‖. The NumPy
@@ -296,7 +296,7 @@ assert mask_bytes == 32 * 16
 
 # %%
 inputs = [rng.standard_normal(s.shape).astype(np.float32) for s in specs[:4]] + [np.array(42, np.int64)]
-loss_saved, *grads_saved = executor_for(saved_graph, "interpret")(inputs)
+loss_saved, *grads_saved = TritonExecutor(compile_kernels(saved_graph, "interpret"))(inputs)
 regenerating = dropout_program.executor
 loss_regen, *grads_regen = regenerating(inputs)
 print("loss", loss_saved, loss_regen, "| gradients identical:",
@@ -308,8 +308,8 @@ assert all(np.array_equal(a, b) for a, b in zip(grads_saved, grads_regen))
 # backward draws them again in its GEMM's epilogue, with the same seed and the same indices:
 
 # %%
-saving = executor_for(saved_graph, "interpret")
-kernel_files = dict(regenerating.files())
+saving = TritonExecutor(compile_kernels(saved_graph, "interpret"))
+kernel_files = dict(regenerating.compiled.files())
 for name, text in kernel_files.items():
     if "tl.rand(" in text:
         line = next(line for line in text.splitlines() if "tl.rand(" in line)
@@ -319,7 +319,7 @@ assert sum("tl.rand(" in text for text in kernel_files.values()) == 2
 
 def written_by_first_kernel(executor):
     """The `writes:` list in the header of the executor's first kernel (the forward's)."""
-    name, text = executor.files()[0]
+    name, text = executor.compiled.files()[0]
     start = text.index("writes:")
     return name, text[start:text.index('"""', start)].strip()
 
@@ -372,7 +372,7 @@ assert dropped["loss"][-1] > 10 * plain["loss"][-1] and dropped["weight_norm"][-
 #
 # The simplest regularizer uses no formula: watch the validation loss, and stop when it has
 # not improved for `patience` epochs; then go back to the best epoch's weights. `fit` does
-# exactly that (`runtime/training_utils.EarlyStopping` does the counting). Same network, same
+# exactly that (`runtime.training.loop.EarlyStopping` does the counting). Same network, same
 # optimizer, same batches as the first run, with `patience=5`:
 
 # %%
@@ -389,7 +389,7 @@ assert result["best_epoch"] == best_epoch and stopped_at == best_epoch + 5
 # %% [markdown]
 # It is the first run, cut short: the validation losses are the same numbers, epoch for epoch
 # (the check above compares them), and fit stopped 5 epochs after the lowest one, then put the
-# best epoch's weights back. The learning curves `fit` writes (`runtime/curves.py`) mark that
+# best epoch's weights back. The learning curves `fit` writes (`runtime/training/curves.py`) mark that
 # epoch:
 
 # %%

@@ -33,8 +33,8 @@ import numpy as np
 import compiler as C
 import ops as O
 from ops import layers as L
-from runtime.datasets import digits_split
-from runtime.train import fit
+from runtime.training.data import digits_split
+from runtime.training.loop import fit
 from runtime.tutorial import Tutorial
 
 tut = Tutorial("10_residual")
@@ -89,7 +89,7 @@ print(sum_line)
 # on with the first sigmoid's backward:
 
 # %%
-kernel_files = dict(block_program.executor.files())
+kernel_files = dict(block_program.compiled.files())
 sum_kernel_name, sum_kernel = next((name, text) for name, text in kernel_files.items()
                                    if "fanout_sum" in text.split('"""')[1] and "tl.dot" in text)
 print(sum_kernel_name)

@@ -139,7 +139,7 @@ tut.show_file(pictures["backward"])
 # of its values (as in `02_simplified.py`) and its primitives:
 
 # %%
-fusion = program.executor.fusion
+fusion = program.compiled.fusion
 fusion_text = fusion.text(program.schedule)
 assert open(tut.path("step/03_fusion.txt")).read() == fusion_text
 print(fusion_text.split("did not fuse")[0])
@@ -167,7 +167,7 @@ assert len(loss_kernel) == 24 and loss_kernel[0].op == "add" and loss_kernel[-1]
 #   `07_linear_relu.py`, like the forward's `04_linear_relu.py`.)
 #
 # **The kernels picture** draws every kernel as a purple cluster, named as its file
-# (`k00_conv2d_relu` is `kernels/00_conv2d_relu.py`) with the bytes it reads and writes; the
+# (`k00_fwd_conv2d_relu` is `kernels/00_fwd_conv2d_relu.py`) with the bytes it reads and writes; the
 # views between them (a `permute` is a transpose, a `reshape` of contiguous data) are small
 # notes: they cost no kernel, the next kernel reads through their strides. The inputs carry
 # the joint graph's names, `primals_1` … `primals_10` in the order of `cnn_loss`'s arguments
@@ -202,7 +202,7 @@ def kind_of(producer, consumer, reason):
 by_kind = {}
 for producer, consumer, reason in fusion.rejected:
     by_kind.setdefault(kind_of(producer, consumer, reason), []).append((producer, consumer, reason))
-names = program.executor.names
+names = program.compiled.names
 for kind, pairs in by_kind.items():
     producer, consumer, reason = pairs[0]
     print(f"{len(pairs):2d} × {kind}\n     e.g. {names[producer]} ({producer.op}) -> {names[consumer]} "
@@ -398,11 +398,11 @@ compare = ["kernels", "saved_bytes", "arena_bytes", "dram_bytes"]
 print(f"{'':12s} {'without':>8s} {'remat':>8s}")
 for key in compare:
     print(f"{key:12s} {report[key]:>8} {remat_report[key]:>8}")
-recompute_kernel = next(line for line in remat_program.executor.fusion.text(remat_program.schedule).splitlines()
+recompute_kernel = next(line for line in remat_program.compiled.fusion.text(remat_program.schedule).splitlines()
                         if line.startswith("kernel") and "[matmul add gt where gt where]" in line)
 print("\nthe kernel that computes the recomputed copies:\n" + recompute_kernel)
 assert [recomputed for recomputed, _, _ in remat_log] == [["t18", "t19"], ["t30", "t31", "t32"]]
-copies_kernel = next(g for g in remat_program.executor.fusion.groups if len(g) == 6 and g[0].op == "matmul")
+copies_kernel = next(g for g in remat_program.compiled.fusion.groups if len(g) == 6 and g[0].op == "matmul")
 assert [n.role for n in copies_kernel[4:]] == ["backward", "backward"]
 assert all(n.role == "forward" for n in copies_kernel[:4])
 assert remat_report["saved_bytes"] < report["saved_bytes"]
@@ -438,7 +438,7 @@ answer_1 = sum(r.bytes for r in plan.rows if r.first <= plan.peak_step <= r.last
 tut.check(1, "bytes live at the peak step", got=answer_1, want=plan.live_lower_bound_bytes)
 
 # %% [markdown]
-# **Exercise 2.** Kernel `k00_conv2d_relu` fuses `conv2d`, `add`, `gt` and `where`. Without
+# **Exercise 2.** Kernel `k00_fwd_conv2d_relu` fuses `conv2d`, `add`, `gt` and `where`. Without
 # fusion they are four kernels. Count by hand the bytes those four move: the conv reads `x`
 # (16·1·8·8 floats) and `c1` (6·1·3·3 floats) and writes a `f32[16,6,8,8]`; the add reads it
 # and `cb1` (6 floats) and writes another; `gt` reads that and writes a `bool[16,6,8,8]`;

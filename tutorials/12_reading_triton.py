@@ -75,7 +75,7 @@ def matmul(a, b):
 mm_program = C.compile(matmul, O.spec((40, 24)), O.spec((24, 36)), backend="interpret")
 mm_source, mm_launch, mm_kernel = kernel_of(mm_program)
 assert mm_program.source().count("@triton.jit") == 1
-tut.show_code(mm_source, title=mm_program.executor.files()[0][0])
+tut.show_code(mm_source, title=mm_program.compiled.files()[0][0])
 
 # %% [markdown]
 # Read it top to bottom:
@@ -381,7 +381,7 @@ def conv_loss(x, w, g):
 
 grad_program = C.compile(conv_loss, O.spec((2, 3, 7, 7)), O.spec((4, 3, 3, 3)), O.spec((2, 4, 4, 4)),
                          grad_argnums=(0, 1), backend="interpret")
-files = [name for name, _ in grad_program.executor.files()]
+files = [name for name, _ in grad_program.compiled.files()]
 print(files)
 assert len(files) == 4
 g = random(2, 4, 4, 4)

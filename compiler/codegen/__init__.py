@@ -3,6 +3,8 @@
 and the `launch(...)` function that calls it."""
 from __future__ import annotations
 
+from ops.errors import BackendError
+
 from . import conv, horizontal, matmul, pointwise, reduction, rows, window
 from .common import Target
 
@@ -22,8 +24,6 @@ GENERATORS = {
 
 def generate(kernel, names, target):
     if kernel.family not in GENERATORS:
-        from ops.errors import BackendError
-
         raise BackendError(f"no Triton code generator for the {kernel.family} family yet (node "
                            f"{names[kernel.root]} = {kernel.root.op}); use backend='reference'",
                            op=kernel.root.op, source=kernel.root.source)

@@ -8,13 +8,15 @@ folds them. A kernel is therefore specialized to its shapes, like the graph it c
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from ops.ir import source_text
-from ..lower import Literal, View
+from ops.ir import SHORT_DTYPE, source_text
 from ops.printer import node_code, node_comment
+
+from ..lower import Literal, View
 
 TL_DTYPE = {"float32": "tl.float32", "float64": "tl.float64", "int32": "tl.int32", "int64": "tl.int64",
             "bool": "tl.int1"}
@@ -80,8 +82,6 @@ KERNEL_WORDS = {
 
 def kernel_names(names):
     """The printed program's value names, made safe to use inside generated kernels."""
-    import re
-
     def clashes(name):
         derived = {name, f"{name}_mask", f"{name}_tile", f"{name}_value", f"{name}_left", f"{name}_right"}
         return bool(derived & KERNEL_WORDS) or re.fullmatch(r"[irbcv]\d+|out_[hw]_.*|end_\d+", name) is not None
@@ -153,8 +153,6 @@ def dims_needed(view: View):
 
 def describe(view, node_dtype):
     """A few words on how a kernel reads an input."""
-    from ops.ir import SHORT_DTYPE
-
     shape = ",".join(map(str, view.shape))
     base = view.base
     text = f"{SHORT_DTYPE[node_dtype]}[{shape}]"

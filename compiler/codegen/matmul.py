@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+from ops.errors import BackendError
+
 from .common import (TL_DTYPE, KernelSource, address, digits, dims_needed, distinct_configs, next_pow2,
                      tuned_launch)
 from .epilogue import Epilogue, Rider
@@ -35,8 +37,6 @@ def generate(kernel, names, target):
     node = kernel.nodes[0]                  # the product; any nodes after it are its epilogue
     a, b = node.inputs
     if node.dtype not in ("float32", "float64"):
-        from ops.errors import BackendError
-
         raise BackendError(f"the Triton matmul kernel takes float32 or float64 operands, got "
                            f"{a.type_str} @ {b.type_str} (node {names[node]}); cast them, or use backend='reference'",
                            op=node.op, source=node.source)

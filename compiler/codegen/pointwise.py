@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 
 from ops.errors import BackendError
-from ..lower import Literal, View
+from ops.families import VIEW_OPS
 from ops.printer import node_code
-from ..lower import contiguous_strides
+
+from ..lower import Literal, View, contiguous_strides
 from .common import TL_DTYPE, KernelSource, address, digits, dims_needed, literal_code
 
 # Triton for each pointwise primitive: a format string over the input expressions.
@@ -106,12 +107,15 @@ def segment(kernel, names, src, program, target):
             body.append(f"    {names[node]} = tl.load({names[node]}_ptr + {where}, mask=mask)")
             value[node] = names[node]
     for node in kernel.nodes:
+        if node.op in VIEW_OPS:          # a copy or a broadcast: the load did the work, the register is the same
+            value[node] = value.get(node.inputs[0])
+            continue
         lines = _compute(node, value, views, index, names, src)
         body += [f"    {line}" for line in lines[:-1]]
         body.append(_commented(lines[-1], node_code(node, names)))
         value[node] = names[node]
     for out in kernel.outputs:
-        body.append(f"    tl.store({names[out]}_ptr + offs, {names[out]}, mask=mask)")
+        body.append(f"    tl.store({names[out]}_ptr + offs, {value[out]}, mask=mask)")
     return n, body
 
 
@@ -149,8 +153,6 @@ def _compute(node, value, views, index, names, src):
     if op == "rand":
         # Philox's counter is the element's row-major index: the same numbers as the NumPy reference
         return [f"{name} = tl.rand({args[0]}, offs)"]
-    if op in ("reshape", "permute", "expand", "slice"):      # a copy: the load did the work
-        return [f"{name} = {args[0]}"]
     if op == "pad":
         return _pad(node, views, index, names)
     if op == "cat":

@@ -8,7 +8,10 @@ running sum, max, or (max, index) pair.
 """
 from __future__ import annotations
 
-from .common import TL_DTYPE, KernelSource, address, digits
+from ops.families import REDUCTIONS
+
+from ..lower import Literal
+from .common import TL_DTYPE, KernelSource, address, digits, literal_code
 
 
 def generate(kernel, names, target):
@@ -44,9 +47,8 @@ def generate(kernel, names, target):
                if not any(n and n != "0" and n in where for n in names_)]
     if missing:
         where = f"{where} + 0 * ({' + '.join(missing)})"
-    other = {"reduce_sum": "0", "reduce_max": "float('-inf')", "argmax": "float('-inf')"}[op]
-    if x.dtype not in ("float32", "float64") and op != "reduce_sum":
-        other = f"{_int_min(x.dtype)}"
+    reduction = REDUCTIONS[op]
+    other = literal_code(Literal(reduction.identity_of(x.dtype), x.dtype))     # what a masked lane adds
 
     body = ["@triton.jit",
             f"def {kernel.name}({xn}_ptr, {out}_ptr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):",
@@ -62,12 +64,12 @@ def generate(kernel, names, target):
             f"mask = row_mask & (cols < {cols})"] + [line for _, line in col_lines] + [f"{xn} = {load}"]
     if persistent:
         body += [f"    {line}" for line in step]
-        body += [f"    {line}" for line in _reduce_block(op, out, acc_dtype, x.dtype, xn)]
+        body += [f"    {line}" for line in _reduce_block(reduction, out, acc_dtype, x.dtype, xn)]
     else:
         body += [f"    {line}" for line in _init(op, acc_dtype, other)]
         body.append(f"    for start in range(0, {cols}, BLOCK_COLS):")
         body += [f"        {line}" for line in step]
-        body += [f"        {line}" for line in _accumulate(op, acc_dtype, x.dtype, xn)]
+        body += [f"        {line}" for line in _accumulate(reduction, acc_dtype, x.dtype, xn)]
         body += [f"    {line}" for line in _finish(op, out)]
     body.append(f"    tl.store({out}_ptr + rows, {out}[:, None], mask=row_mask)")
     src.body = body
@@ -84,18 +86,10 @@ def _prod(sizes):
     return total
 
 
-def _int_min(dtype):
-    import numpy as np
-
-    return int(np.iinfo(dtype).min) if dtype != "bool" else 0
-
-
-def _reduce_block(op, out, acc_dtype, x_dtype, x):
-    if op == "reduce_sum":
-        return [f"{out} = tl.sum({_as(acc_dtype, x_dtype, x)}, axis=1)"]
-    if op == "reduce_max":
-        return [f"{out} = tl.max({x}, axis=1)"]
-    return [f"{out} = tl.argmax({x}, axis=1, tie_break_left=True).to(tl.int64)   # the first max, as torch"]
+def _reduce_block(reduction, out, acc_dtype, x_dtype, x):
+    if reduction.name == "argmax":
+        return [f"{out} = {reduction.triton}({x}, axis=1, tie_break_left=True).to(tl.int64)   # the first max, as torch"]
+    return [f"{out} = {reduction.triton}({_as(acc_dtype, x_dtype, x)}, axis=1)"]
 
 
 def _as(acc_dtype, x_dtype, x):
@@ -112,11 +106,10 @@ def _init(op, acc_dtype, lowest):
             "best_index = tl.zeros((BLOCK_ROWS,), tl.int64)"]
 
 
-def _accumulate(op, acc_dtype, x_dtype, x):
-    if op == "reduce_sum":
-        return [f"total += tl.sum({_as(acc_dtype, x_dtype, x)}, axis=1)"]
-    if op == "reduce_max":
-        return [f"best = tl.maximum(best, tl.max({x}, axis=1))"]
+def _accumulate(reduction, acc_dtype, x_dtype, x):
+    if reduction.accumulate is not None:
+        acc = "total" if reduction.name == "reduce_sum" else "best"
+        return [reduction.accumulate.format(acc=acc, block=f"{reduction.triton}({_as(acc_dtype, x_dtype, x)}, axis=1)")]
     return [f"block_best = tl.max({x}, axis=1)",
             f"block_index = start + tl.argmax({x}, axis=1, tie_break_left=True).to(tl.int64)",
             "better = block_best > best          # strictly: an earlier max wins a tie",

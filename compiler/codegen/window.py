@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ops.families import WINDOW_FORWARD
 from ops.printer import node_code
 from .epilogue import Epilogue
 from .common import TL_DTYPE, KernelSource, address, tuned_launch
 
-FORWARD = ("window_sum", "window_argmax", "window_gather")
 # Names the kernels use for their own variables; a graph value with one of these names is
 # loaded as <name>_value instead.
 LOCALS = {"offs", "mask", "n", "c", "out_h", "out_w", "in_h", "in_w", "kh", "kw", "row", "col", "inside", "best",
@@ -43,7 +43,7 @@ def generate(kernel, names, target):
                       (a["kernel_size"], a["stride"], a["padding"], a["dilation"])))
     lanes = node.shape                                          # one lane per element of the output
     total = int(np.prod(lanes))
-    forward = node.op in FORWARD
+    forward = node.op in WINDOW_FORWARD
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window.values()
     what_op = f"{node.op} + {pooled.op} (max pooling: the max and its offset in one pass)" if pooled else \
         f"{node.op}; {epilogue.note()}" if epilogue else node.op

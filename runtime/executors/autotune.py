@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import time
 from dataclasses import dataclass, field
+
+from compiler.artifacts import write_atomic
+from ops.errors import BackendError
 
 from . import kernel_cache
 
@@ -53,12 +57,10 @@ class Tuning:
 
 def device_name(target):
     """The device a choice holds for: the GPU's name, or the interpreter on this CPU."""
-    import platform
-
-    import triton
+    import triton  # optional heavy dependency: loading kernels needs it, compiling them does not
 
     if target.device == "cuda":
-        import torch
+        import torch  # optional heavy dependency: only a run on the device needs it
 
         return f"{torch.cuda.get_device_name()} triton {triton.__version__}"
     return f"interpreter {platform.machine()} triton {triton.__version__}"
@@ -97,12 +99,10 @@ def tune(name, text, module, make_args, target, runs=None, clock=None):
             errors[i] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     timed = [i for i, s in enumerate(seconds) if s is not None]
     if not timed:
-        from ops.errors import BackendError
-
         raise BackendError(f"autotuning {name}: every candidate failed: {errors}")
     fastest = min(timed, key=lambda i: seconds[i])
     chosen = 0 if seconds[0] is not None and seconds[0] <= seconds[fastest] * (1 + MARGIN[target.device]) else fastest
-    kernel_cache.write_atomic(path, json.dumps({"kernel": name, "device": device_name(target), "configs": configs,
+    write_atomic(path, json.dumps({"kernel": name, "device": device_name(target), "configs": configs,
                                                 "seconds": seconds, "chosen": chosen, "errors": errors}, indent=1))
     return Tuning(name, configs, seconds, chosen, errors=errors)
 
@@ -133,7 +133,7 @@ def _cpu_clock(launch, runs):
 
 def _gpu_clock(launch, runs):
     """CUDA events around each launch after a warm-up (the first compiles); the median."""
-    import torch
+    import torch  # optional heavy dependency: only a run on the device needs it
 
     launch()
     torch.cuda.synchronize()

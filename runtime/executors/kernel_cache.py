@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
+
+from compiler.artifacts import write_atomic
 
 _modules = {}
 
@@ -44,20 +45,6 @@ def store(text):
     return path
 
 
-def write_atomic(path, text):
-    """Write a file whole or not at all: a temporary file beside it, then a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _holds(path, text):
     try:
         with open(path, "rb") as f:
@@ -73,8 +60,8 @@ def _interpret_device_functions():
     by then they are compiled-mode functions, whose __call__ only raises. Interpreted kernels
     call them as plain Python, so route such a call through the interpreter. (Compiled
     kernels never call __call__: the compiler inlines the helpers.)"""
-    from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import JITFunction
+    from triton.runtime.interpreter import InterpretedFunction  # optional heavy dependency: the interpreter only
+    from triton.runtime.jit import JITFunction  # optional heavy dependency: the interpreter only
 
     if getattr(JITFunction.__call__, "chainrule", False):
         return
@@ -93,7 +80,7 @@ def load(text, interpret):
     if module is not None:
         return module
     path = store(text)
-    import triton
+    import triton  # optional heavy dependency: loading kernels needs it, compiling them does not
 
     name = f"chainrule_kernel_{key[0][:16]}_{'interp' if interpret else 'jit'}"
     if interpret:

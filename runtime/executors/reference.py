@@ -1,24 +1,31 @@
-"""The reference executor: run a graph node by node with each primitive's NumPy code.
-
-It is slow and exact (in float64 it is the yardstick every compiled kernel is checked
-against). Each result is checked against the shape and dtype the tracer promised, and an
-intermediate is freed after its last use, as a real runtime would.
-"""
+"""The reference executor: a compiled graph run node by node with each primitive's NumPy code
+(ops/evaluate.py). It launches no kernel: its program is the graph itself, and its report
+counts the nodes it evaluates."""
 from __future__ import annotations
 
 import numpy as np
 
-from ops.evaluate import run_graph, run_graph_values  # noqa: F401  (the executor's engine)
+from ops.errors import BackendError
+from ops.evaluate import run_graph
 
 
 class ReferenceExecutor:
-    """Backend "reference": a compiled graph is just the graph."""
+    """Backend "reference"."""
 
     name = "reference"
+    seconds = {}                 # nothing to load or tune
 
-    def __init__(self, graph, carry=()):
-        self.graph = graph
-        self.carry = list(carry)           # (input index, output index): see runtime/executors/triton.py
+    @staticmethod
+    def target_for(backend):
+        return None              # no kernels: the graph is the program
+
+    def __init__(self, compiled, poison=False, autotune=None, replay=None):
+        if autotune or replay:
+            raise BackendError("the reference backend runs the graph node by node: it has no kernels to autotune "
+                               "and no launches to replay")
+        self.compiled = compiled
+        self.graph = compiled.graph
+        self.carry = list(compiled.carry)       # (input index, output index)
         self.carried = None
 
     def load_state(self, arrays):
@@ -44,8 +51,9 @@ class ReferenceExecutor:
     def source(self):
         return str(self.graph)
 
-    def kernel_report(self):
-        return []          # no kernels: one NumPy call per node
+    def executed(self):
+        """What one call runs: every node of the graph, one NumPy call each."""
+        return {"backend": self.name, "runs": "nodes", "count": self.graph.num_ops}
 
-    def files(self):
+    def artifacts(self):
         return []

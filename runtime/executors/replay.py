@@ -21,6 +21,8 @@ import numpy as np
 
 from compiler.lower import View
 
+from .tensors import torch_dtype
+
 
 class Recording:
     """executor's launches with fixed buffers. inputs: {input node: tensor} to read from (the
@@ -28,7 +30,7 @@ class Recording:
     call copies the batch into. capture: make it a CUDA graph on a GPU (the default)."""
 
     def __init__(self, executor, inputs=None, capture=True):
-        import torch
+        import torch  # optional heavy dependency: only a run on the device needs it
 
         ex = executor
         self.inputs = inputs if inputs is not None else \
@@ -59,7 +61,7 @@ class Recording:
                 self.launch_all()
 
     def __call__(self, args):
-        import torch
+        import torch  # optional heavy dependency: only a run on the device needs it
 
         for buffer, array in zip(self.inputs.values(), args):
             buffer.copy_(torch.from_numpy(np.ascontiguousarray(array).reshape(buffer.shape)))   # 0-d stays 0-d
@@ -83,6 +85,4 @@ def _copy_over(old, value):
 
 
 def _dtype(node):
-    from .triton import torch_dtype
-
     return torch_dtype(node.dtype)

@@ -1,4 +1,8 @@
-"""The Triton executor: lower a graph, generate its kernels, and launch them in order.
+"""The Triton executor: load a compiled program's kernels and launch them in order.
+
+It takes a `Compiled` (compiler/pipeline.py) whose kernel sources, schedule and memory plan
+are made; it runs no compiler pass. Loading (Triton imports each source from the kernel
+cache) and autotuning are its own steps, timed in `seconds`.
 
 On a GPU the kernels are compiled by Triton; without one they run under Triton's
 interpreter on CPU tensors. NumPy arrays go in and come out; in between, values are torch
@@ -21,41 +25,27 @@ second call on the step's launches are replayed from a recording with fixed buff
 """
 from __future__ import annotations
 
+import contextlib
+import time
+
 import numpy as np
 
-from compiler.codegen import Target, generate
-from compiler.codegen.common import kernel_names
-from compiler import fusion
-from compiler.graphs import carried_nodes
-from compiler.lower import Literal, View, lower
-from compiler.memory import plan_memory, verify
-from ops.printer import value_names
+from compiler.cost import kernel_bytes
+from compiler.lower import Literal, View
+from compiler.pipeline import TARGETS
 
-from . import kernel_cache
+from . import autotune, kernel_cache
+from .replay import Recording
+from .tensors import itemsize, torch_dtype
 
-TORCH_DTYPE = {}
-
-
-def torch_dtype(dtype):
-    import torch
-
-    if not TORCH_DTYPE:
-        TORCH_DTYPE.update({"float32": torch.float32, "float64": torch.float64, "int32": torch.int32,
-                            "int64": torch.int64, "bool": torch.bool})
-    return TORCH_DTYPE[dtype]
-
-
-def itemsize(dtype):
-    return np.dtype(dtype).itemsize
-
-
-def make_target(backend):
-    """"triton": the GPU when CUDA is available, else the interpreter; "interpret": always it."""
-    import torch
+def target_for(backend):
+    """"triton": the GPU when CUDA is available (kernels for sm_90), else the interpreter;
+    "interpret": always the interpreter."""
+    import torch  # optional heavy dependency: only a program that runs kernels needs it
 
     if backend == "triton" and torch.cuda.is_available():
-        return Target(device="cuda", interpret=False)
-    return Target(device="cpu", interpret=True)
+        return TARGETS["sm_90"]
+    return TARGETS["interpret"]
 
 
 _BLAS = []
@@ -66,43 +56,42 @@ def _one_blas_thread(target):
     interpreter's tiles are small matrices, for which a second thread costs more than it
     gives, and far more when the other core is busy (a 4096 x 144 x 16 product: 72 ms with two
     threads beside another process, 0.3 ms with one; the LeNet step 0.23 -> 0.14 s)."""
-    import contextlib
-
     if not target.interpret:
         return contextlib.nullcontext()
     if not _BLAS:
-        from threadpoolctl import ThreadpoolController
+        from threadpoolctl import ThreadpoolController  # only under the interpreter: its tl.dot is NumPy's matmul
 
         _BLAS.append(ThreadpoolController())
     return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 class TritonExecutor:
-    name = "triton"
+    """Runs a Compiled's kernels. poison: fill every output before its kernel runs (a kernel
+    that forgets an element leaves NaN behind); autotune, replay: None means on for a GPU,
+    off for the interpreter."""
 
-    def __init__(self, graph, target, poison=False, fuse=True, carry=(), autotune=None, replay=None):
-        import time
+    target_for = staticmethod(target_for)
 
-        import torch
+    def __init__(self, compiled, poison=False, autotune=None, replay=None):
+        import torch  # optional heavy dependency: tensors on the device
 
-        self.graph = graph
-        self.target = target
+        self.compiled = compiled
+        self.graph, self.schedule, self.plan = compiled.graph, compiled.schedule, compiled.memory
+        self.target, self.sources, self.names = compiled.target, compiled.sources, compiled.names
         self.poison = poison
-        self.fusion = fusion.fuse(graph) if fuse else None
-        self.carry = carried_nodes(graph, carry)
-        self.schedule = lower(graph, self.fusion, self.carry)
-        self.names = kernel_names(value_names(graph))
-        self.sources = [generate(k, self.names, target) for k in self.schedule.kernels]
-        self.modules = [kernel_cache.load(text, target.interpret) for text in self.sources]
-        self.device = torch.device(target.device)
+        self.carry = compiled.carried
+        self.seconds = {}
+        start = time.perf_counter()
+        self.modules = [kernel_cache.load(text, self.target.interpret) for text in self.sources]
+        self.seconds["load"] = time.perf_counter() - start
+        self.device = torch.device(self.target.device)
         self.constants = {node: torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
                           for node, array in self.schedule.constants.items()}
         # every kernel output lives in one arena, at the offset the memory plan gives it
-        self.plan = plan_memory(self.schedule, alignment=256 if target.device == "cuda" else 64, carried=self.carry)
-        verify(self.plan)
         self.offsets = self.plan.offsets
         self.in_place = self.plan.in_place
         self.written_over = self.plan.written_over
+        graph = self.graph
         self.results = {r.base for o in graph.outputs if isinstance(r := self.schedule.location(o), View)}
         self.free_inputs = [n for n in graph.inputs if n not in {s for s, _ in self.carry}]
         self.free_outputs = [o for o in graph.outputs if o not in {new for _, new in self.carry}]
@@ -110,18 +99,16 @@ class TritonExecutor:
         self.carried = {}                    # input node -> its tensor on the device (the persistent part)
         self.arena = None
         # autotuning: each kernel's launch parameters, timed at compile time where it has a choice
-        self.autotune = target.device == "cuda" if autotune is None else bool(autotune)
+        self.autotune = self.target.device == "cuda" if autotune is None else bool(autotune)
         self.tunings, self.launch_configs = [], [{} for _ in self.schedule.kernels]
-        start = time.perf_counter()
         if self.autotune:
+            start = time.perf_counter()
             self._tune()
-        self.autotune_seconds = time.perf_counter() - start
-        self.replay = target.device == "cuda" if replay is None else bool(replay)
+            self.seconds["autotune"] = time.perf_counter() - start
+        self.replay = self.target.device == "cuda" if replay is None else bool(replay)
         self.recording, self.calls = None, 0
 
     def _tune(self):
-        from . import autotune
-
         with _one_blas_thread(self.target), np.errstate(all="ignore"):     # random inputs: sqrt(-1) is nan, quietly
             for i, (kernel, module, text) in enumerate(zip(self.schedule.kernels, self.modules, self.sources)):
                 if autotune.candidates(module) is not None:
@@ -131,7 +118,7 @@ class TritonExecutor:
 
     def _random_args(self, kernel):
         """Inputs of a kernel's shapes, drawn at random (constants as they are), and fresh outputs."""
-        import torch
+        import torch  # optional heavy dependency: only a run on the device needs it
 
         inputs = []
         for view in kernel.inputs.values():
@@ -154,7 +141,7 @@ class TritonExecutor:
 
     def load_state(self, arrays):
         """Put the carried values (in `carry` order) on the device, once."""
-        import torch
+        import torch  # optional heavy dependency: only a run on the device needs it
 
         self.carried = {source: torch.from_numpy(np.array(array, dtype=source.dtype)).to(self.device)
                         for (source, _), array in zip(self.carry, arrays)}
@@ -168,7 +155,7 @@ class TritonExecutor:
         """args: one array per input that is not carried. observe(kernel, {node: its output
         tensor}) is called after each launch, before later kernels reuse the arena
         (compiler/inspect.py copies every value there)."""
-        import torch
+        import torch  # optional heavy dependency: only a run on the device needs it
 
         if self.arena is None:          # one arena per program, reused by every call
             self.arena = torch.empty(self.plan.arena_bytes, dtype=torch.uint8, device=self.device)
@@ -177,8 +164,6 @@ class TritonExecutor:
         if self.replay and observe is None and self.calls:   # the first call compiled every kernel
             with _one_blas_thread(self.target):
                 if self.recording is None:
-                    from .replay import Recording
-
                     self.recording = Recording(self)
                 return self.recording(args)
         self.calls += 1
@@ -212,7 +197,7 @@ class TritonExecutor:
 
     def _value(self, node, env):
         """An output's value as a tensor on the device: a view of its buffer, or a literal filled in."""
-        import torch
+        import torch  # optional heavy dependency: only a run on the device needs it
 
         where = self.schedule.location(node)
         if isinstance(where, Literal):
@@ -221,7 +206,7 @@ class TritonExecutor:
         return torch.as_strided(base, where.shape, where.strides, base.storage_offset() + where.offset)
 
     def _allocate(self, node):
-        import torch
+        import torch  # optional heavy dependency: only a run on the device needs it
 
         if node in self.written_over:   # a carried value's new value, written over its old one
             return self.carried[self.written_over[node]]
@@ -243,12 +228,10 @@ class TritonExecutor:
         return out
 
     def source(self):
-        return "\n\n".join(f"# ---- {k.name} ----\n{text}" for k, text in zip(self.schedule.kernels, self.sources))
+        return self.compiled.source()
 
     def kernel_report(self):
         """Per kernel: the bytes it reads (each input value once) and writes (compiler/cost.py)."""
-        from compiler.cost import kernel_bytes
-
         rows = []
         for kernel in self.schedule.kernels:
             reads, writes = kernel_bytes(kernel)
@@ -256,11 +239,14 @@ class TritonExecutor:
                          "nodes": [self.names[n] for n in kernel.nodes], "bytes_read": reads, "bytes_written": writes})
         return rows
 
+    def executed(self):
+        """What one call runs: the kernels, one launch each."""
+        return {"backend": "interpret" if self.target.interpret else "triton", "runs": "kernels",
+                "count": len(self.schedule.kernels)}
+
+    def artifacts(self):
+        """What this executor adds to a compile's folder: the autotuner's log."""
+        return [("06_autotune.txt", self.autotune_text())]
+
     def autotune_text(self):
-        from . import autotune
-
         return autotune.text(self.tunings, self.target, self.autotune)
-
-    def files(self):
-        """(file name, text) of every kernel, numbered in launch order."""
-        return [(f"{k.index:02d}_{k.label}.py", text) for k, text in zip(self.schedule.kernels, self.sources)]

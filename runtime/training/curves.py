@@ -7,7 +7,7 @@ training and the validation line, because the *gap* between the two is the lesso
 - both falling: still learning, train longer;
 - training loss falling while the validation loss turns up: overfitting. The epoch with the
   best validation score (lowest val_loss, else highest val_accuracy) is marked on both panels:
-  that is the model to keep (see runtime/training_utils.EarlyStopping and runtime/checkpoint);
+  that is the model to keep (see loop.EarlyStopping and checkpoint.py);
 - both flat and high: the model is too small or the learning rate is off.
 
 Like the memory-plan picture (compiler/memory_plot.py), the figure is a bare
@@ -113,8 +113,8 @@ def plot_learning_curves(history, path=None, title=None):
 
 
 def _figure(history, panels, title):
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.figure import Figure  # heavy: as above, only when drawing
+    from matplotlib.ticker import MaxNLocator  # heavy: as above
 
     fig = Figure(figsize=(5.0 * len(panels), 3.8), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]

@@ -1,14 +1,14 @@
 """Torch twins of chainrule models: the same network as a `torch.nn.Module`, from the same weights.
 
-    from runtime.torch_twins import torch_twin
-    from runtime.zoo import network
+    from runtime.training.twins import torch_twin
+    from runtime.training.zoo import network
     model = network("lenet").init(0)
     twin = torch_twin(model)                    # nn.Sequential, float32, same initial weights
     opt = torch_optimizer("adam", twin.parameters(), lr=1e-2)
 
 The benchmarks train a model with chainrule and its twin with torch, from the same start,
-to compare accuracy and time. `chainrule bench` (runtime/bench.py) times both, so the twins
-live in the installed package; benchmarks/torch_twins.py re-exports them.
+to compare accuracy and time. `chainrule bench` (runtime/bench/) times both, so the twins
+live in the installed package.
 
 Each `ops.layers` layer maps to its torch module with the same arguments; the twin's
 submodules carry our layer names, so its `state_dict()` keys are our qualified names
@@ -37,8 +37,8 @@ from torch import nn
 import ops as O
 from ops.errors import ArgumentError
 from ops import layers as L
-from .datasets import batches
-from .train import OPTIMIZERS
+from .data import batches
+from .loop import OPTIMIZERS
 
 
 class GlobalAvgPool2d(nn.Module):
@@ -133,7 +133,7 @@ def torch_twin(model, dtype=torch.float32):
 
 
 def torch_optimizer(name, params, lr):
-    """The torch optimizer that `runtime.train.fit(optimizer=name, lr=lr)` uses, with our
+    """The torch optimizer that `runtime.training.loop.fit(optimizer=name, lr=lr)` uses, with our
     optimizer's hyperparameters read from the one fit would build (OPTIMIZERS)."""
     if name not in OPTIMIZERS:
         raise ArgumentError(f"torch_optimizer: unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
@@ -177,7 +177,7 @@ def torch_train_step(forward, optimizer, loss, device="cpu", reconstruct=False):
 
 @torch.no_grad()
 def torch_evaluate(twin, x, y, reconstruct=False, device="cpu", batch=512):
-    """(mean loss, accuracy) of the twin in evaluation mode, as `runtime.train.evaluate`;
+    """(mean loss, accuracy) of the twin in evaluation mode, as `runtime.training.loop.evaluate`;
     accuracy is None for a reconstruction. Leaves the twin in evaluation mode."""
     twin.eval()
     outputs = torch.cat([twin(torch.from_numpy(x[i:i + batch]).to(device)) for i in range(0, len(x), batch)]).cpu()
@@ -189,7 +189,7 @@ def torch_evaluate(twin, x, y, reconstruct=False, device="cpu", batch=512):
 
 def torch_fit(twin, data, epochs=10, batch_size=32, optimizer="adam", lr=1e-2, seed=0, reconstruct=False,
               device="cpu"):
-    """`runtime.train.fit` in torch eager: the same batches in the same order (datasets.batches
+    """`runtime.training.loop.fit` in torch eager: the same batches in the same order (data.batches
     drawing from one generator seeded with `seed`, the last short batch dropped), the same
     optimizer, each epoch's validation loss, the best epoch's weights restored for the test.
     Returns {"history": {"val_loss"}, "test_loss", "test_accuracy", "best_epoch", "seconds",

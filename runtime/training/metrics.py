@@ -22,7 +22,7 @@ import numpy as np
 
 from ops.errors import ArgumentError, ShapeError
 
-from .datasets import check_labels
+from .data import check_labels
 
 
 def _labels(pred, y, op, classes=None):

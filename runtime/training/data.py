@@ -25,7 +25,7 @@ SPLITS = ("train", "val", "test")
 
 
 def _load_digits(image):
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # heavy: scikit-learn loads only when the digits are asked for
 
     data = load_digits()
     x = (data.data / 16.0).astype(np.float32)

@@ -11,7 +11,7 @@ file in the same folder, flushed and fsync'ed to disk, and only then renamed ove
 with `os.replace`, which is atomic on POSIX and Windows alike (same folder, same file
 system). At any moment `path` holds either the complete old checkpoint or the complete new
 one; a failed write leaves no temporary file behind. `atomic_file` does this for any writer
-(runtime/curves.py uses it for pictures).
+(curves.py uses it for pictures).
 
 The members are written with a fixed timestamp, so the same arrays and meta give the same
 bytes. Arrays are stored without pickle (object arrays are refused) and loaded without it:
@@ -157,7 +157,7 @@ def load(path):
         magic = f.read(6)
     if magic.startswith(b"\x93NUMPY"):
         raise CheckpointError(f"{path!r} is a single .npy array (np.save), not a chainrule checkpoint "
-                              f"(an .npz written by runtime.checkpoint.save)", op="checkpoint.load")
+                              f"(an .npz written by runtime.training.checkpoint.save)", op="checkpoint.load")
     if not magic.startswith(b"PK"):
         what = "it is empty" if not magic else f"it starts with {magic!r}"
         raise CheckpointError(f"{path!r} is not a chainrule checkpoint: not an .npz (zip) file, {what}",
@@ -167,7 +167,8 @@ def load(path):
             if META_KEY not in data.files:
                 raise CheckpointError(f"{path!r} is an .npz file but not a chainrule checkpoint: it has no "
                                       f"{META_KEY!r} entry (was it written by np.savez rather than "
-                                      f"runtime.checkpoint.save?); it holds {', '.join(data.files) or 'nothing'}",
+                                      f"runtime.training.checkpoint.save?); it holds "
+                                      f"{', '.join(data.files) or 'nothing'}",
                                       op="checkpoint.load")
             text = str(data[META_KEY])
             arrays = {name: data[name] for name in data.files if name != META_KEY}

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 import ops as O
+from ops import layers as L
 from ops.errors import ArgumentError
 from ops.ir import mark_as_user_code
 
@@ -110,7 +111,7 @@ def get(name):
     if name in ZOO:
         return ZOO[name]
     if ":" in name:
-        return _from_file(name, "a runtime.zoo.Model", Model)
+        return _from_file(name, "a runtime.training.zoo.Model", Model)
     raise ArgumentError(f"unknown model {name!r}: choose one of {', '.join(ZOO)} or give path/to/file.py:function")
 
 
@@ -120,8 +121,6 @@ def networks():
     """name -> a function building the zoo's layer models (ops.layers) for the 8x8 digits:
     what `chainrule train MODEL` trains, with the whole step (forward, backward, update)
     compiled into one program."""
-    from ops import layers as L
-
     return {
         "logreg": lambda: L.Sequential(L.Flatten(), L.Dense(64, 10, init="xavier"), input_shape=(1, 8, 8)),
         "mlp": lambda: L.Sequential(L.Flatten(), L.Dense(64, 128), L.ReLU(), L.Dense(128, 64), L.ReLU(),
@@ -149,9 +148,7 @@ def network(name):
     if name in found:
         return found[name]()
     if ":" in name:
-        from ops.layers import Layer
-
-        return _from_file(name, "an ops.layers model (e.g. a Sequential)", Layer)
+        return _from_file(name, "an ops.layers model (e.g. a Sequential)", L.Layer)
     raise ArgumentError(f"unknown model {name!r}: choose one of {', '.join(found)} or give path/to/file.py:function")
 
 
