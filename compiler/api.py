@@ -47,7 +47,7 @@ class Program:
         if grad_argnums is not None:
             positions = _positions(function_name(fn), len(specs), static or {}, grad_argnums)
         options = Options(grad_argnums=positions, with_value=with_value, has_aux=has_aux, remat=remat,
-                          carry=tuple(sorted(dict(carry or {}).items())), target=executor_class.target_for(self.backend))
+                          carry=tuple(dict(carry or {}).items()), target=executor_class.target_for(self.backend))
         self.compiled = compile_function(fn, specs, options, static=static)
         self.param_positions = positions or ()      # the inputs drawn as parameters
         self.executor = executor_class(self.compiled, autotune=autotune, replay=replay)

@@ -10,27 +10,13 @@ arguments. Every file is written whole or not at all, so a crash never leaves ha
 from __future__ import annotations
 
 import os
-import tempfile
 
+from .files import write_atomic
 from .fusion import fuse
 from .memory_plot import plot_memory
 from .render import backward_dot, forward_dot, kernels_dot, render_dot
 from .repro import run_script
 from .saved import saved_report
-
-
-def write_atomic(path, text):
-    """Write a file whole or not at all: a temporary file beside it, then a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def texts(compiled, kernels=None, extra=(), launch_configs=()):

@@ -11,15 +11,15 @@ outside (for a vector-Jacobian product) is `tangents_1`.
 """
 from __future__ import annotations
 
+from ops import ir
 from ops import primitives as P
 from ops.dtypes import is_float
-from ops.primitive import REGISTRY, constant
-
-from ops import ir
 from ops.errors import GradientError
+from ops.primitive import REGISTRY, constant
+from ops.printer import value_names
+
 from .graphs import like, new_input, replay
 from .simplify import dce
-from ops.printer import value_names
 
 
 def active_nodes(graph, wrt, output):

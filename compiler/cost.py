@@ -10,7 +10,7 @@ loads and stores. Two numbers judge a schedule:
     the elements it covers), and writes each of its outputs once, whole. Scalar constants
     are literals in the kernel's source: they cost nothing. Two input values that are views
     of one buffer count once each (the model does not look for overlap). `kernel_bytes`
-    gives one kernel's (read, written); the Triton executor's `kernel_report` uses it.
+    gives one kernel's (read, written); `Program.report()`'s `kernel_bytes` rows use it.
 
 `min_dram_bytes(graph)`: the compulsory traffic of the step, whatever the schedule:
     - every graph input (data and parameters) that some node reads, read once;

@@ -198,11 +198,12 @@ def fuse(graph, max_group=48):
     for node in computing:
         group_of[node] = len(groups)
         groups.append([node])
+    order = _KernelOrder(groups, group_of, users)     # kept up to date by every merge
     # max pooling: the window_gather that reads each window at its window_argmax's offset
     # joins it, so one kernel finds every window's max and stores the value and its offset
     for node in computing:
         if _max_pool_pair(node):
-            _merge(group_of[node], group_of[node.inputs[1]], groups, group_of)
+            _merge(group_of[node], group_of[node.inputs[1]], groups, group_of, order)
     # a sum of a GEMM operand over the GEMM's K dims (the bias gradient beside the weight
     # gradient) rides along the GEMM's K loop; one such sum per operand
     for node in computing:
@@ -214,8 +215,8 @@ def fuse(graph, max_group=48):
             if operand is None or operand in riders(group).values() or len(groups[group_of[node]]) > 1:
                 continue
             merged = set(group) | {node}
-            if _path_back(group + [node], merged, users, groups, group_of) is None:
-                _merge(group_of[node], group_of[gemm], groups, group_of)
+            if _path_back(group + [node], merged, users, groups, group_of, order) is None:
+                _merge(group_of[node], group_of[gemm], groups, group_of, order)
                 break
     pairs = [(producer, node) for node in computing for producer in dict.fromkeys(node.inputs)
              if producer.op not in ("input", "const")]
@@ -226,16 +227,16 @@ def fuse(graph, max_group=48):
     for producer, node in [pair for pair in pairs if pair not in later] + epilogues:
         if group_of[producer] == group_of[node]:
             continue
-        reason = _why_not(producer, node, groups, group_of, users, outputs, max_group)
+        reason = _why_not(producer, node, groups, group_of, users, outputs, max_group, order)
         if reason:
             rejected.append((producer, node, reason))
             continue
-        _merge(group_of[producer], group_of[node], groups, group_of)
-    _fuse_siblings(graph, groups, group_of, users, max_group)
-    order = {n: i for i, n in enumerate(graph.nodes)}
-    rejected.sort(key=lambda r: order[r[1]])          # in the order of the consumers, as the graph reads
+        _merge(group_of[producer], group_of[node], groups, group_of, order)
+    _fuse_siblings(graph, groups, group_of, users, max_group, order)
+    position = {n: i for i, n in enumerate(graph.nodes)}
+    rejected.sort(key=lambda r: position[r[1]])          # in the order of the consumers, as the graph reads
     kept = [g for g in groups if g]
-    kept = [sorted(g, key=lambda n: (not _takes_epilogue(n), order[n])) for g in kept]    # a GEMM heads its group
+    kept = [sorted(g, key=lambda n: (not _takes_epilogue(n), position[n])) for g in kept]    # a GEMM heads its group
     group_of = {n: i for i, g in enumerate(kept) for n in g}
     return FusionPlan(graph, kept, group_of, rejected)
 
@@ -256,7 +257,7 @@ def _sibling_candidate(group):
         and (n.op == "expand" or n.op in SOURCE_OPS or REGISTRY[n.op].family in POINTWISE_FAMILIES) for n in group)
 
 
-def _fuse_siblings(graph, groups, group_of, users, max_group):
+def _fuse_siblings(graph, groups, group_of, users, max_group, order=None):
     """Sibling (horizontal) fusion: pointwise kernels that read the same buffer and do not
     depend on each other become one launch. Each keeps its own iteration space; the launch's
     programs are split among them (codegen/horizontal.py). The optimizer's update of every
@@ -277,18 +278,21 @@ def _fuse_siblings(graph, groups, group_of, users, max_group):
             if parts > MAX_SIBLINGS or len(merged) > max_group:
                 base = other                # this bundle is full: the next one starts here
                 continue
-            if _path_back(merged, set(merged), users, groups, group_of) is None:
-                _merge(other, base, groups, group_of)
+            if _path_back(merged, set(merged), users, groups, group_of, order) is None:
+                _merge(other, base, groups, group_of, order)
 
 
-def _merge(a, b, groups, group_of):
+def _merge(a, b, groups, group_of, order=None):
+    """Kernel a joins kernel b (and takes its place in the kernels' order)."""
     for n in groups[a]:
         group_of[n] = b
     groups[b].extend(groups[a])
     groups[a] = []
+    if order is not None:
+        order.merged((a, b), b)
 
 
-def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
+def _why_not(producer, consumer, groups, group_of, users, outputs, max_group, order=None):
     """None if producer's group and consumer's group can be one kernel, else the reason."""
     if producer.op in VIEW_OPS and producer.op != "expand" and not unit_reshape(producer):
         return f"a {producer.op} between them changes which element each lane reads"
@@ -319,12 +323,12 @@ def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
         reason = _why_not_epilogue(gemms, mine + theirs, merged, users, outputs)
         if reason:
             return reason
-        return _cycle_reason(mine + theirs, merged, users, groups, group_of)
+        return _cycle_reason(mine + theirs, merged, users, groups, group_of, order)
     if any(n.op in ROW_REDUCTIONS for n in merged):
         reason = _why_not_rows(mine + theirs, merged, users, outputs)
         if reason:
             return reason
-        return _cycle_reason(mine + theirs, merged, users, groups, group_of)
+        return _cycle_reason(mine + theirs, merged, users, groups, group_of, order)
     try:
         shape = broadcast_shapes(*(n.shape for n in mine + theirs))    # the kernel's iteration space
     except ShapeError:
@@ -334,7 +338,7 @@ def _why_not(producer, consumer, groups, group_of, users, outputs, max_group):
             return (f"the reshape {n.inputs[0].shape} -> {n.shape} moves its elements to other positions of the "
                     f"iteration space {shape} (a lane would read the wrong element)")
     return (_iteration_reason(mine + theirs, merged, users, outputs, shape, "the kernel iterates over")
-            or _cycle_reason(mine + theirs, merged, users, groups, group_of))
+            or _cycle_reason(mine + theirs, merged, users, groups, group_of, order))
 
 
 def _aligned(shape, rank):
@@ -391,17 +395,17 @@ def _iteration_reason(members, merged, users, outputs, shape, space_words):
     return None
 
 
-def _cycle_reason(members, merged, users, groups=None, group_of=None):
+def _cycle_reason(members, merged, users, groups=None, group_of=None, order=None):
     """Would the merged kernel wait for itself? It would if a path leaves it and comes back,
     through other nodes or through other kernels (a kernel runs whole: entering it at one
     node and leaving at another counts as a path)."""
-    blocker = _path_back(members, merged, users, groups, group_of)
+    blocker = _path_back(members, merged, users, groups, group_of, order)
     if blocker is not None:
         return f"{blocker.op} sits between them outside the kernel: fusing would make the kernel wait for itself"
     return None
 
 
-def _path_back(members, merged, users, groups, group_of):
+def _path_back(members, merged, users, groups, group_of, order=None):
     """A node outside `merged` on a path from merged back into merged, if there is one.
     (members: merged as a list, so that the search, and the node named, is deterministic)
 
@@ -410,15 +414,13 @@ def _path_back(members, merged, users, groups, group_of):
     in a topological order of the kernels (_KernelOrder): no path leads from those back
     into merged, so skipping them changes neither the answer nor the node named, only the
     time (the walk visits the same kernels, in the same order, up to them)."""
-    order = _KernelOrder.of(groups, group_of, users) if groups is not None else None
-    limit = order.limit(merged) if order is not None else None
-    if limit is not None:
+    places = order.places(merged) if order is not None else None
+    if places is not None:
+        first, last = places
         # a path back leaves merged for a kernel placed between its parts: none there, no path
-        blocker = None if order.nothing_between() else \
-            _pruned_walk(members, merged, users, groups, group_of, order.position, limit)
-        if blocker is None:
-            order.expect_merge()          # fuse merges them now (or asks again before it does)
-        return blocker
+        if order.nothing_between(merged, first, last):
+            return None
+        return _pruned_walk(members, merged, users, groups, group_of, order.position, last)
     frontier = [u for n in members for u in users[n] if u not in merged]
     seen = set()
     while frontier:
@@ -459,29 +461,15 @@ def _pruned_walk(members, merged, users, groups, group_of, position, limit):
 
 class _KernelOrder:
     """A topological order of the kernels (the groups, each one vertex) while fuse merges
-    them, for _path_back to prune its walk with. Built once per fuse from the groups, then
-    kept up to date merge by merge: a merge follows a _path_back that found no path, and
-    the next call checks that exactly that merge happened (else it builds the order again).
-    With no path between the kernels merged other than their own edges, the merged kernel
-    takes a place between them: the kernels in between that lead into it go before it, the
-    rest after."""
-
-    _last = None
+    them, for _path_back to prune its walk with: built once per fuse, then updated by each
+    merge (_merge). A merge never closes a cycle (fuse checks that first), so the merged
+    kernel can take a place between its parts: the kernels in between that lead into it go
+    before it, the rest after. `position` is None when the kernels have no such order (a
+    reader in no kernel): then _path_back walks the whole graph."""
 
     def __init__(self, groups, group_of, users):
         self.groups, self.group_of, self.users = groups, group_of, users
-        self.pending = None
-        self.live = len(list(filter(None, groups)))      # the kernels not merged away
         self.position, self.slots = self._topological()
-
-    @classmethod
-    def of(cls, groups, group_of, users):
-        """The order for fuse's groups now; None if the kernels depend on each other in a cycle."""
-        order = cls._last
-        if order is None or order.groups is not groups or order.group_of is not group_of or order.users is not users \
-                or not order._current():
-            order = cls._last = cls(groups, group_of, users)
-        return order if order.position is not None else None
 
     def _topological(self):
         groups, group_of, users = self.groups, self.group_of, self.users
@@ -519,49 +507,26 @@ class _KernelOrder:
             position[g] = i
         return position, slots
 
-    def limit(self, merged):
-        """The last place of the kernels `merged` is made of, or None if merged is not whole kernels."""
-        groups = self.groups
-        kernels = self.asked = set(map(self.group_of.get, merged))
-        if None in kernels or sum(len(groups[g]) for g in kernels) != len(merged):
+    def places(self, merged):
+        """(first, last) place of the kernels `merged` is made of; None if it is not whole kernels."""
+        if self.position is None:
+            return None
+        kernels = set(map(self.group_of.get, merged))
+        if None in kernels or sum(len(self.groups[g]) for g in kernels) != len(merged):
             return None
         places = [self.position[g] for g in kernels]
-        self.first = min(places)
-        self.last = max(places)
-        return self.last
+        return min(places), max(places)
 
-    def nothing_between(self):
-        """Is every kernel placed between the first and the last part of the last `limit` one of its parts?"""
-        kernels = self.asked
-        return all(g is None or g in kernels for g in self.slots[self.first + 1:self.last])
+    def nothing_between(self, merged, first, last):
+        """Is every kernel placed between `first` and `last` one of merged's own?"""
+        kernels = set(map(self.group_of.get, merged))
+        return all(g is None or g in kernels for g in self.slots[first + 1:last])
 
-    def expect_merge(self):
-        """The kernels of the last `limit` are to be merged."""
-        kernels = sorted(self.asked)
-        self.pending = (kernels, [len(self.groups[g]) for g in kernels])
-
-    def _current(self):
-        """Does the order still describe the groups: no merge since the last call, or the one
-        expected (then the order is updated for it)?"""
-        groups = self.groups
-        live = len(list(filter(None, groups)))      # the kernels not merged away
-        pending, self.pending = self.pending, None
-        if pending is None:
-            return live == self.live
-        kernels, sizes = pending
-        if live == self.live:                 # not merged after all
-            return all(len(groups[g]) == size for g, size in zip(kernels, sizes))
-        survivors = [g for g in kernels if groups[g]]
-        if live != self.live - (len(kernels) - 1) or len(survivors) != 1 \
-                or len(groups[survivors[0]]) != sum(sizes):
-            return False
-        self.live = live
-        self._merged(kernels, survivors[0])
-        return True
-
-    def _merged(self, kernels, survivor):
-        """Place the merged kernel: between the first and last place of its parts, after the
-        kernels in between that lead into it and before the others."""
+    def merged(self, kernels, survivor):
+        """Place the kernel the `kernels` were merged into: between the first and last place
+        of its parts, after the kernels in between that lead into it and before the others."""
+        if self.position is None:
+            return
         position, slots, group_of = self.position, self.slots, self.group_of
         places = [position[g] for g in kernels]
         first, last = min(places), max(places)

@@ -6,13 +6,10 @@ into the outer trace. All three are `replay`.
 """
 from __future__ import annotations
 
-import operator
-
-from ops.primitive import REGISTRY, constant
-from ops.tensor import Tensor
-
 from ops import ir
 from ops.ir import Graph
+from ops.primitive import REGISTRY, constant
+from ops.tensor import Tensor
 
 
 def new_input(trace, spec_node, index, name, source=None, kind="data"):
@@ -21,22 +18,14 @@ def new_input(trace, spec_node, index, name, source=None, kind="data"):
                             role="forward"))
 
 
-_NODE = operator.attrgetter("node")
-_TYPE = operator.attrgetter("shape", "dtype")
-
-
 def copy_node(node, inputs):
     """Apply node's op again, to new inputs, keeping its source line, scope and role.
     Inputs of the old inputs' shapes and dtypes give the node's own shape and dtype again
     (a shape rule reads nothing else), so then the node is added without asking its rule."""
     trace = ir.current_trace()
-    if trace is not None and node.op != "const":
-        try:
-            nodes = list(map(_NODE, inputs))
-        except AttributeError:          # not a traced Tensor: bind makes it a constant
-            nodes = None
-        if nodes is not None and None not in nodes and len(nodes) == len(node.inputs) \
-                and list(map(_TYPE, nodes)) == list(map(_TYPE, node.inputs)):
+    if trace is not None and node.op != "const" and all(isinstance(i, Tensor) and i.node is not None for i in inputs):
+        nodes = [i.node for i in inputs]
+        if [(n.shape, n.dtype) for n in nodes] == [(n.shape, n.dtype) for n in node.inputs]:
             return Tensor(trace.add(node.op, nodes, node.attrs, node.shape, node.dtype, name=node.name,
                                     source=node.source, scope=node.scope, role=node.role))
     with ir.node_context(source=node.source, scope=node.scope, role=node.role):
@@ -49,28 +38,18 @@ def replay(graph, inputs, rewrite=None):
     """Re-emit graph's nodes into the current trace with graph.inputs bound to `inputs`.
 
     rewrite(node, new_inputs) may return a Tensor to use instead of a copy of node; it runs
-    in node's context (its source line, scope and role, as `ir.node_context` sets them).
+    in node's context (its source line, scope and role).
     Returns the dict old node -> new Tensor.
     """
     env = dict(zip(graph.inputs, inputs))
-    context = ir._context            # node_context's fields, set here without a context manager per node
     for node in graph.nodes:
         if node in env:
             continue
         new_inputs = [env[i] for i in node.inputs]
         out = None
         if rewrite is not None:
-            saved = (context.source_override, context.scope, context.role)
-            if node.source is not None:
-                context.source_override = node.source
-            if node.scope is not None:
-                context.scope = node.scope
-            if node.role is not None:
-                context.role = node.role
-            try:
+            with ir.node_context(source=node.source, scope=node.scope, role=node.role):
                 out = rewrite(node, new_inputs)
-            finally:
-                context.source_override, context.scope, context.role = saved
         env[node] = out if out is not None else copy_node(node, new_inputs)
     return env
 

@@ -39,6 +39,7 @@ from ops.errors import ChainruleError, GradientError
 from ops.evaluate import run_graph, run_graph_values
 from ops.ir import source_text
 from ops.primitive import REGISTRY
+from ops.printer import node_code, value_names
 from ops.trace import trace
 
 from . import backends
@@ -47,7 +48,6 @@ from .lower import Literal
 from .pipeline import compile_kernels
 from .render import render_dot, values_dot
 from .simplify import simplify
-from ops.printer import node_code, value_names
 
 GREEN, YELLOW, RED = "#bbf7d0", "#fef08a", "#fca5a5"
 GOOD, FAIR = 1e-5, 1e-3           # below GOOD: green; below FAIR: yellow; else red

@@ -39,14 +39,16 @@ whole alignment units, so always lower bound <= arena <= no reuse.
 from __future__ import annotations
 
 import textwrap
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ops.errors import ChainruleError
+from ops.printer import value_names
+
 from .fusion import riders, segments
 from .lower import View
-from ops.printer import value_names
 
 
 class MemoryPlanError(ChainruleError, AssertionError):
@@ -308,10 +310,7 @@ def plan_memory(schedule, alignment=64, names=None, carried=()):
         where = schedule.location(node)
         if isinstance(where, View) and where.base in written and where.base not in results:
             results.append(where.base)
-    output_views = {}            # buffer -> how many of the graph's outputs are views of it
-    for o in graph.outputs:
-        base = getattr(schedule.location(o), "base", None)
-        output_views[base] = output_views.get(base, 0) + 1
+    output_views = Counter(getattr(schedule.location(o), "base", None) for o in graph.outputs)   # buffer -> outputs
     updates = [_state_update(schedule, source, new, written, last_read, names, output_views)
                for source, new in carried]
     over = {u.node for u in updates if u.in_place}
@@ -363,7 +362,7 @@ def plan_memory(schedule, alignment=64, names=None, carried=()):
     return plan
 
 
-def _state_update(schedule, source, new, written, last_read, names, output_views=None):
+def _state_update(schedule, source, new, written, last_read, names, output_views):
     """Can the kernel that computes `new` write it over `source`, the input it replaces (a
     parameter and its updated value)? Yes when, like an in-place pointwise kernel above, each
     lane (each output element of a GEMM's epilogue: the optimizer's update fused into the
@@ -393,12 +392,7 @@ def _state_update(schedule, source, new, written, last_read, names, output_views
                             "that it reads the old value only where it writes the new is not proved")
     if where.offset or not where.is_contiguous or base.numel != source.numel or base.dtype != source.dtype:
         return update(step, "it is not laid out like the state")
-    if output_views is None:     # how many outputs are views of each buffer (plan_memory counts them once)
-        output_views = {}
-        for o in schedule.graph.outputs:
-            b = getattr(schedule.location(o), "base", None)
-            output_views[b] = output_views.get(b, 0) + 1
-    if output_views.get(base, 0) > 1:
+    if output_views[base] > 1:
         return update(step, "the same buffer is another output too")
     if last_read.get(source, -1) > step:
         return update(step, f"kernel {last_read[source]} still reads the old value after kernel {step} writes the new")

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import textwrap
-import uuid
+
+from .files import atomic_file
 
 FORMATS = ("svg", "png", "pdf")
 # metadata that would make two renderings of one plan differ (dates, versions)
@@ -62,15 +63,8 @@ def plot_memory(plan, path, kernel_labels=None, title=None):
     # and the caller's pyplot backend and open figures (a notebook's) are left alone
     with matplotlib.rc_context({"svg.hashsalt": "chainrule", "font.size": 9}):
         fig = _figure(plan, kernel_labels, title)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-        try:
+        with atomic_file(path) as tmp:          # all or nothing: never half a picture at `path`
             fig.savefig(tmp, format=fmt, metadata=_METADATA[fmt], dpi=120)
-            os.replace(tmp, path)          # all or nothing: never half a picture at `path`
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return path
 
 

@@ -33,11 +33,13 @@ import sys
 
 import ops.functional
 from ops import ir
+from ops.families import VIEW_OPS
 from ops.ir import Graph, source_text
 from ops.printer import literal, node_code, value_names
 
 from .autodiff import FANOUT_SUM
 from .cost import kernel_bytes
+from .files import write_atomic
 from .graphs import connected_parts
 from .saved import saved_values
 
@@ -341,7 +343,7 @@ def seed_takers(joint):
         return takers
     carries = set()              # backward values that carry the gradient (a view of a forward value does not)
     for n in backward:
-        if n.op not in ("reshape", "permute", "expand", "slice") or any(i in carries for i in n.inputs):
+        if n.op not in VIEW_OPS or any(i in carries for i in n.inputs):
             carries.add(n)
     return [n for n in backward if n in carries and n.op not in ("gt", "ge", "lt", "le", "eq", "ne")
             and any(i.op != "const" for i in n.inputs) and not any(i in carries for i in n.inputs)]
@@ -438,17 +440,17 @@ def render_dot(text, path, quiet=False):
     os.makedirs(folder, exist_ok=True)
     dot_path = path if fmt == "dot" else os.path.splitext(path)[0] + ".dot"
     if fmt == "dot":
-        _write(dot_path, text.encode())
+        write_atomic(dot_path, text.encode())
         return dot_path
     svg = to_image(text, fmt)
     if svg is None:
-        _write(dot_path, text.encode())
+        write_atomic(dot_path, text.encode())
         if not quiet:
             print(f"chainrule: graphviz's `dot` program is not installed, so {dot_path} was written instead of "
                   f"{path}. Install it (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz) "
                   f"or paste the .dot file into an online graphviz viewer.")
         return dot_path
-    _write(path, svg)
+    write_atomic(path, svg)
     return path
 
 
@@ -465,14 +467,6 @@ def to_image(text, fmt="svg"):
 def render(graph, path, params=()):
     """Write a graph's picture to path (svg, png, pdf or dot); see `render_dot`."""
     return render_dot(to_dot(graph, params), path)
-
-
-def _write(path, data):
-    """Write through a temporary file so a crash never leaves half a picture."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 ir.install_drawer(sys.modules[__name__])     # Graph.render, Graph.to_dot and Jupyter draw through this module

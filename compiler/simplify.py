@@ -6,17 +6,15 @@ forward and backward often compute the same value twice; here they go away.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
-
 import numpy as np
 
-from ops import primitives as P
-from ops.primitive import REGISTRY, constant
-
 from ops import ir
-from .graphs import copy_node, like, rebuild
+from ops import primitives as P
+from ops.families import SOURCE_OPS
+from ops.primitive import REGISTRY, constant
 from ops.tensor import Tensor
+
+from .graphs import copy_node, like, rebuild
 
 
 def dce(graph):
@@ -81,7 +79,7 @@ def fold_constants(graph):
     """A pointwise op or a reduction-free scalar op whose inputs are all constants (scalars, or
     scalars broadcast) is itself a constant: computed now, once, instead of in every run."""
     def rewrite(node, inputs):
-        if not inputs or node.op in ("input", "const", "rand", "iota"):
+        if not inputs or node.op in ("input", "const") or node.op in SOURCE_OPS:
             return None
         values = [_splat_value(t) for t in inputs]
         if any(v is None for v in values):
@@ -167,25 +165,9 @@ def _tensor_of(node):
 
 def simplify(graph, drop_detach=True, max_rounds=4):
     """Fold, CSE, identities and DCE until nothing changes."""
-    with _no_cycle_collection():
-        for _ in range(max_rounds):
-            before = len(graph.nodes)
-            graph = dce(algebraic(cse(fold_constants(graph)), drop_detach=drop_detach))
-            if len(graph.nodes) == before:
-                break
+    for _ in range(max_rounds):
+        before = len(graph.nodes)
+        graph = dce(algebraic(cse(fold_constants(graph)), drop_detach=drop_detach))
+        if len(graph.nodes) == before:
+            break
     return graph
-
-
-@contextlib.contextmanager
-def _no_cycle_collection():
-    """Python's cycle collector paused while the rounds run. Each round builds whole new
-    graphs and drops the old ones; nodes hold no cycles, so reference counting frees them,
-    and a collection in between would only walk every object alive (a full one: ~0.1 s
-    for a ResNet-18 training step, for nothing)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -217,20 +217,26 @@ def scope(name):
         _context.scope = saved
 
 
-@contextmanager
-def node_context(source=None, scope=None, role=None):
-    """Autodiff and passes: new nodes inherit the source line of the node they came from."""
-    saved = (_context.source_override, _context.scope, _context.role)
-    if source is not None:
-        _context.source_override = source
-    if scope is not None:
-        _context.scope = scope
-    if role is not None:
-        _context.role = role
-    try:
-        yield
-    finally:
-        _context.source_override, _context.scope, _context.role = saved
+class node_context:
+    """Autodiff and passes: new nodes inherit the source line, scope and role of the node
+    they came from. A class rather than a generator: the passes open one per node."""
+
+    __slots__ = ("source", "scope", "role", "saved")
+
+    def __init__(self, source=None, scope=None, role=None):
+        self.source, self.scope, self.role = source, scope, role
+
+    def __enter__(self):
+        self.saved = (_context.source_override, _context.scope, _context.role)
+        if self.source is not None:
+            _context.source_override = self.source
+        if self.scope is not None:
+            _context.scope = self.scope
+        if self.role is not None:
+            _context.role = self.role
+
+    def __exit__(self, *exc):
+        _context.source_override, _context.scope, _context.role = self.saved
 
 
 def current_scope():

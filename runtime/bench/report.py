@@ -9,7 +9,8 @@ import os
 import platform
 from dataclasses import dataclass, field
 
-from ..training.checkpoint import atomic_file
+from compiler.files import atomic_file
+
 from .timing import TORCH_THREADS, geomean
 
 
@@ -23,7 +24,7 @@ def machine():
 
 
 def write_json(path, data):
-    """Write atomically (runtime/training/checkpoint.py's atomic_file): a reader never sees half a file."""
+    """Write atomically (compiler/files.py): a reader never sees half a file."""
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 

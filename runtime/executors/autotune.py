@@ -27,7 +27,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from compiler.artifacts import write_atomic
+from compiler.files import write_atomic
 from ops.errors import BackendError
 
 from . import kernel_cache

@@ -15,7 +15,7 @@ import hashlib
 import importlib.util
 import os
 
-from compiler.artifacts import write_atomic
+from compiler.files import write_atomic
 
 _modules = {}
 

@@ -13,7 +13,6 @@ class ReferenceExecutor:
     """Backend "reference"."""
 
     name = "reference"
-    seconds = {}                 # nothing to load or tune
 
     @staticmethod
     def target_for(backend):
@@ -24,6 +23,7 @@ class ReferenceExecutor:
             raise BackendError("the reference backend runs the graph node by node: it has no kernels to autotune "
                                "and no launches to replay")
         self.compiled = compiled
+        self.seconds = {}                        # nothing to load or tune
         self.graph = compiled.graph
         self.carry = list(compiled.carry)       # (input index, output index)
         self.carried = None

@@ -30,7 +30,6 @@ import time
 
 import numpy as np
 
-from compiler.cost import kernel_bytes
 from compiler.lower import Literal, View
 from compiler.pipeline import TARGETS
 
@@ -229,15 +228,6 @@ class TritonExecutor:
 
     def source(self):
         return self.compiled.source()
-
-    def kernel_report(self):
-        """Per kernel: the bytes it reads (each input value once) and writes (compiler/cost.py)."""
-        rows = []
-        for kernel in self.schedule.kernels:
-            reads, writes = kernel_bytes(kernel)
-            rows.append({"name": kernel.name, "family": kernel.family,
-                         "nodes": [self.names[n] for n in kernel.nodes], "bytes_read": reads, "bytes_written": writes})
-        return rows
 
     def executed(self):
         """What one call runs: the kernels, one launch each."""

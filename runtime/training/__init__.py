@@ -8,7 +8,7 @@
   splits, label checks and mini-batches.
 - metrics.py: accuracy, confusion matrix, precision/recall/F1 and a classification report.
 - curves.py: learning-curve pictures (loss and accuracy, training against validation).
-- checkpoint.py: atomic `.npz` checkpoints (arrays plus JSON metadata) and `atomic_file`.
+- checkpoint.py: atomic `.npz` checkpoints (arrays plus JSON metadata).
 - zoo.py: the model zoo: small DSL models and layer networks for the digits, or a model of
   your own from path/to/file.py:function.
 - twins.py: each layer model's torch twin (same network, same weights) and torch's version

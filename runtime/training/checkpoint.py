@@ -10,8 +10,7 @@ the run has lost both the new state and the old one. So the file is written to a
 file in the same folder, flushed and fsync'ed to disk, and only then renamed over `path`
 with `os.replace`, which is atomic on POSIX and Windows alike (same folder, same file
 system). At any moment `path` holds either the complete old checkpoint or the complete new
-one; a failed write leaves no temporary file behind. `atomic_file` does this for any writer
-(curves.py uses it for pictures).
+one; a failed write leaves no temporary file behind (compiler/files.py: `atomic_file`).
 
 The members are written with a fixed timestamp, so the same arrays and meta give the same
 bytes. Arrays are stored without pickle (object arrays are refused) and loaded without it:
@@ -19,14 +18,13 @@ loading a checkpoint never runs code.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import uuid
 import zipfile
 
 import numpy as np
 
+from compiler.files import atomic_file
 from ops.errors import ArgumentError, ChainruleError
 
 META_KEY = "__chainrule_checkpoint__"
@@ -40,43 +38,6 @@ class CheckpointError(ChainruleError, ValueError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No file at the path given to `load`."""
-
-
-@contextlib.contextmanager
-def atomic_file(path):
-    """Yield a temporary path next to `path`; write it, and on success it replaces `path`.
-
-    The temporary file is fsync'ed before `os.replace`, and the folder after it (where the
-    platform allows), so a crash after `atomic_file` returns cannot lose the new file either.
-    If the body raises, the temporary file is removed and `path` is left as it was. The
-    folder is created if needed."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)          # all or nothing: never half a file at `path`
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder):
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _json_default(value):
@@ -130,7 +91,7 @@ def save(path, arrays, meta=None, compress=False):
     text = _meta_json({} if meta is None else meta)
     members = list(arrays.items()) + [(META_KEY, np.array(text))]
     compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with atomic_file(path) as tmp:
+    with atomic_file(path, durable=True) as tmp:
         with open(tmp, "wb") as f, zipfile.ZipFile(f, "w", compression=compression) as archive:
             for name, array in members:
                 info = zipfile.ZipInfo(name + ".npy", date_time=_DATE)

@@ -21,10 +21,9 @@ import os
 
 import numpy as np
 
-from ops.errors import ArgumentError, ShapeError
+from compiler.files import atomic_file
 from compiler.memory_plot import _METADATA, FORMATS
-
-from .checkpoint import atomic_file
+from ops.errors import ArgumentError, ShapeError
 
 # the series a panel draws: (training key, validation key), the first spelling found wins
 _PANELS = (("loss", (("loss", "val_loss"),)),

@@ -41,6 +41,7 @@ import numpy as np
 
 import compiler as C
 import ops as O
+from compiler.files import atomic_file
 from ops.errors import ArgumentError, ChainruleError, ShapeError
 
 from ..progress import Progress
@@ -272,7 +273,7 @@ def train_command(model_name, epochs, batch_size, lr, optimizer, backend, seed, 
             x_test, y_test = data["test"]
             pred = step.evaluate(x_test).argmax(1)
             text = metrics.report(pred, y_test, 10)
-            with checkpoint.atomic_file(os.path.join(out, "report.txt")) as tmp, open(tmp, "w") as f:
+            with atomic_file(os.path.join(out, "report.txt")) as tmp, open(tmp, "w") as f:
                 f.write(text)
         log(f"wrote {out}: learning_curves.png, checkpoint.npz, step/ (graphs, kernels)"
             + ("" if reconstruct else ", report.txt"))
