@@ -164,7 +164,7 @@ class Program:
         the Triton backends), every generated kernel under kernels/ and run.py; the reference
         backend runs no kernels, so writes neither. Compiling twice writes the same files."""
         return artifacts.dump(self.compiled, directory, kernels=self.kernels, extra=self.executor.artifacts(),
-                              launch_configs=getattr(self.executor, "launch_configs", ()),
+                              launch_configs=getattr(self.executor, "tuned", ()),
                               params=self._params())
 
     def render(self, directory, fmt="svg", collapse="auto", quiet=False):

@@ -28,9 +28,11 @@ on random inputs, checked against the reference executor on 02_simplified.py.
 
 It needs chainrule importable: when this folder lies inside the chainrule repository, run.py
 finds the repository itself; elsewhere run `pip install -e .` in the repository first.
-The kernels were generated for the target {target}. Kernels generated for a GPU
-run on the GPU when there is one; otherwise (or with TRITON_INTERPRET=1) they run under
-Triton's interpreter on the CPU; TRITON_INTERPRET=0 forces the GPU.
+The kernels run on the GPU when there is one; otherwise (or with TRITON_INTERPRET=1) they
+run under Triton's interpreter on the CPU, loaded as chainrule loads them there
+(runtime/executors/kernel_cache.py: its overflow checks off, each kernel launched with the
+first of its INTERPRETER_CONFIGS); TRITON_INTERPRET=0 forces the GPU. The same kernel text
+serves both.
 
 Written by chainrule (Program.dump); it launches each kernel as runtime/executors/triton.py
 does: launch(*inputs, *outputs), an input that is a view passed as the buffer it views.
@@ -61,8 +63,7 @@ find_repository()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402  (before triton, which reads TRITON_INTERPRET when it is imported)
 
-KERNELS_FOR_GPU = {for_gpu!r}     # generated for {target}: block sizes for {blocks}
-if "TRITON_INTERPRET" not in os.environ and not (KERNELS_FOR_GPU and torch.cuda.is_available()):
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"         # Triton's interpreter on the CPU
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 if not INTERPRET and not torch.cuda.is_available():
@@ -74,6 +75,7 @@ import triton  # noqa: E402,F401
 import compiler as C  # noqa: E402
 from ops.printer import value_names  # noqa: E402
 from ops.evaluate import run_graph  # noqa: E402
+from runtime.executors.kernel_cache import for_interpreter, launch_configs  # noqa: E402
 
 NAME = {name!r}
 
@@ -88,7 +90,9 @@ KERNELS = [
 {kernels}
 ]
 
-# the block sizes autotuning chose (06_autotune.txt); a kernel not listed launches with launch()'s own
+# the block sizes autotuning chose on {tuned_on} (06_autotune.txt), used there only; a kernel not
+# listed launches with the first of its configs for where it runs
+TUNED_UNDER_INTERPRETER = {tuned_interpret!r}
 TUNED = {{
 {tuned}
 }}
@@ -138,6 +142,14 @@ def load_kernel(file):
     return module
 
 
+def launch_config(file, module):
+    """The launch parameters of a kernel: autotuning's choice where it was made, else the first
+    of its INTERPRETER_CONFIGS under the interpreter, of its CONFIGS on a GPU."""
+    if file in TUNED and INTERPRET == TUNED_UNDER_INTERPRETER:
+        return TUNED[file]
+    return launch_configs(module, INTERPRET)[0]
+
+
 def poisoned(shape, dtype):
     """A fresh output, filled with values a kernel never writes: an element it forgets shows."""
     out = torch.empty(shape, dtype=TORCH_DTYPE[dtype], device=DEVICE)
@@ -162,7 +174,7 @@ def run_kernels(arrays, graph):
             module = load_kernel(file)
             outputs = [poisoned(shape, dtype) for _, shape, dtype in writes]
             if all(o.numel() for o in outputs):
-                module.launch(*[env[name] for name in reads], *outputs, **TUNED.get(file, {{}}))
+                module.launch(*[env[name] for name in reads], *outputs, **launch_config(file, module))
             env.update((name, out) for (name, _, _), out in zip(writes, outputs))
             print(f"  {{file:<40}} -> {{', '.join(name for name, _, _ in writes)}}")
     results = []
@@ -194,6 +206,8 @@ def main(argv=None):
     where = "the CPU, under Triton's interpreter" if INTERPRET else "the GPU"
     print(f"{{NAME}}: {{len(KERNELS)}} kernels on {{where}}, random inputs (seed {{args.seed}})")
     arrays = random_inputs(args.seed)
+    if INTERPRET:
+        for_interpreter()
     graph = reference_graph()
     got = run_kernels(arrays, graph)
     want = run_graph(graph, arrays)
@@ -244,9 +258,8 @@ def run_script(compiled, launch_configs=()):
             outputs.append(f"    ({label!r}, {names[node]!r}, {node.type_str!r}, {names[where.base]!r}, "
                            f"{tuple(where.shape)!r}, {tuple(where.strides)!r}, {where.offset!r}),")
     return TEMPLATE.format(
-        name=graph.name, count=len(schedule.kernels), target=target.key,
-        for_gpu=not target.interpret,
-        blocks="the interpreter on the CPU" if target.interpret else "the GPU",
+        name=graph.name, count=len(schedule.kernels),
+        tuned_on="the interpreter" if target.interpret else "the GPU", tuned_interpret=target.interpret,
         inputs="\n".join(inputs), kernels="\n".join(kernels), outputs="\n".join(outputs),
         tuned="\n".join(f"    {file!r}: {config!r}," for file, config in zip(files, launch_configs) if config),
         label_width=max((len(label) for label in labels), default=1),

@@ -38,12 +38,13 @@ def _args(rng):
 def test_every_candidate_computes_the_same(rng, cache):
     program = C.compile(dense_conv, *SPECS, grad_argnums=(1, 2), backend="interpret")
     executor = program.executor
-    tunable = [(k, m) for k, m in zip(executor.schedule.kernels, executor.modules) if autotune.candidates(m)]
+    tunable = [(k, m) for k, m in zip(executor.schedule.kernels, executor.modules)
+               if autotune.candidates(m, executor.target)]
     assert {k.family for k, _ in tunable} >= {"matmul", "conv"}, [k.name for k, _ in tunable]
-    for kernel, module in tunable:
+    for kernel, module in tunable:        # the GPU's candidates too, run by the interpreter
         inputs, outputs = executor._random_args(kernel)
         results = []
-        for config in module.CONFIGS:
+        for config in module.INTERPRETER_CONFIGS + getattr(module, "CONFIGS", []):
             fresh = [torch.full_like(o, float("nan")) for o in outputs]
             module.launch(*inputs, *fresh, **config)
             results.append(fresh)
@@ -163,7 +164,8 @@ def test_a_candidate_replaces_the_first_only_when_clearly_faster(times, chosen, 
 
     from compiler.codegen import Target
 
-    module = types.SimpleNamespace(CONFIGS=[{"BLOCK": 1}, {"BLOCK": 2}, {"BLOCK": 4}], launch=lambda **config: None)
+    module = types.SimpleNamespace(INTERPRETER_CONFIGS=[{"BLOCK": 1}, {"BLOCK": 2}, {"BLOCK": 4}],
+                                   launch=lambda **config: None)
     timed = iter(times)
 
     def clock(launch, runs):
@@ -173,4 +175,4 @@ def test_a_candidate_replaces_the_first_only_when_clearly_faster(times, chosen, 
         return seconds
 
     tuning = autotune.tune("k00_fake", f"fake kernel {times}", module, lambda: ([], []), Target(), clock=clock)
-    assert tuning.chosen == chosen and tuning.config == module.CONFIGS[chosen]
+    assert tuning.chosen == chosen and tuning.config == module.INTERPRETER_CONFIGS[chosen]

@@ -20,6 +20,7 @@ from compiler.codegen import conv as conv_codegen
 from compiler.lower import lower
 from ops.printer import value_names
 from ops import primitives as P
+from runtime.executors import kernel_cache
 from runtime.executors.triton import TritonExecutor
 from tests.helpers import nonzero, rel_error, kernel_executor
 
@@ -115,23 +116,22 @@ def test_small_blocks_walk_tiles_and_k(rng, blocks):
         assert rel_error(out.numpy(), want[executor.graph.outputs.index(node)]) < TOL, node.op
 
 
-def test_interpreter_runs_a_conv_as_one_program_with_int64_lanes():
+def test_interpreter_runs_a_conv_as_one_program_from_the_text_a_gpu_compiles():
     """Under the interpreter the programs of a launch run one after the other: the zoo
     ResNet's 16 -> 16 channel conv (a [4096 x 144] @ [144 x 16] GEMM) and both its gradients
-    are one program each. Its index arithmetic is int64 (the interpreter checks every int32
-    + and * for overflow, at the price of several NumPy passes); a GPU keeps int32."""
+    are one program each with the first of the file's INTERPRETER_CONFIGS, while a GPU
+    launches the first of its CONFIGS (many programs). The text is the same for both."""
     in_shape, w_shape, out_shape, attrs = _shapes((64, 16, 8, 8, 16, 3, 3, (1, 1), (1, 1), (1, 1)))
     graph = C.trace(_all_three(in_shape, w_shape, attrs), O.spec(in_shape), O.spec(w_shape), O.spec(out_shape))
     names = value_names(graph)
     for kernel in lower(graph).kernels:
-        cpu = conv_codegen.generate(kernel, names, Target())
-        launch = cpu.split("def launch")[1]
-        blocks = {name: int(size) for name, size in re.findall(r"(BLOCK_[MNK])=(\d+)", launch.split("\n")[0])}
-        grid = re.search(r"grid = (.*)", launch).group(1)
-        assert eval(grid, {"triton": triton, **blocks}) == (1, 1), kernel.name
-        assert "tl.arange(0, BLOCK_K).to(tl.int64)" in cpu
-        gpu = conv_codegen.generate(kernel, names, Target(device="cuda", interpret=False))
-        assert "int64" not in gpu and "tl.arange(0, BLOCK_K)" in gpu
+        text = conv_codegen.generate(kernel, names, Target())
+        assert text == conv_codegen.generate(kernel, names, Target(device="cuda", interpret=False))
+        module = kernel_cache.load(text, interpret=True)
+        grid = re.search(r"grid = (.*)", text.split("def launch")[1]).group(1)
+        assert eval(grid, {"triton": triton, **module.INTERPRETER_CONFIGS[0]}) == (1, 1), kernel.name
+        assert eval(grid, {"triton": triton, **module.CONFIGS[0]}) != (1, 1), kernel.name
+        assert "int64" not in text and "tl.arange(0, BLOCK_K)" in text
 
 
 #        N  C  H  W  O  KH KW stride padding  dilation
@@ -209,9 +209,9 @@ def test_float64_and_mixed_dtypes(rng):
 
 
 def test_generated_source():
-    """The interpreter gets one big tile and no GPU launch parameters; a GPU gets configs for
-    the autotuner (runtime/executors/autotune.py) and tf32 when allowed; the three kernels share the same
-    GEMM skeleton."""
+    """One text for the interpreter and a GPU, with launch parameters for each (GPU configs for
+    the autotuner, runtime/executors/autotune.py); tf32 when allowed is the one difference; the
+    three kernels share the same GEMM skeleton."""
     in_shape, w_shape, out_shape, attrs = _shapes((2, 3, 7, 6, 4, 3, 3, (2, 1), (1, 1), (1, 1)))
     graph = C.trace(_all_three(in_shape, w_shape, attrs), O.spec(in_shape), O.spec(w_shape), O.spec(out_shape))
     names = value_names(graph)
@@ -219,8 +219,9 @@ def test_generated_source():
     for kernel in kernels:
         cpu = conv_codegen.generate(kernel, names, Target())
         gpu = conv_codegen.generate(kernel, names, Target(device="cuda", interpret=False, allow_tf32=True))
-        assert "num_warps" not in cpu and 'input_precision="ieee"' in cpu
-        assert "num_warps=num_warps" in gpu and 'input_precision="tf32"' in gpu
+        assert 'input_precision="ieee"' in cpu and 'input_precision="tf32"' in gpu
+        assert cpu == gpu.replace('input_precision="tf32"', 'input_precision="ieee"')    # nothing else differs
+        assert "num_warps=num_warps" in gpu
         assert "@triton.autotune" not in gpu                  # our autotuner chooses, and logs the choice
         assert "tl.dot(" in cpu and "for k_start in range(" in cpu and "atomic" not in cpu
     grad_input = conv_codegen.generate(kernels[1], names, Target())

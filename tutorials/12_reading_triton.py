@@ -92,7 +92,9 @@ tut.show_code(mm_source, title=mm_program.compiled.files()[0][0])
 # * **Masks**: a tile at the edge reaches past the matrix. Loads there read `other=0.0`
 #   (zeros add nothing to the dot product) and the store skips those lanes.
 # * `launch(a, b, t0, BLOCK_M=64, ...)` computes the grid — how many programs — and starts
-#   them. Its default blocks are chosen for the interpreter: one program covers all 40×36.
+#   them. Its default blocks suit a GPU; under the interpreter the executor passes the file's
+#   `INTERPRETER_CONFIGS[0]` instead, where one program covers all 40×36. The kernel text is
+#   the same for both: what a GPU would compile is what you read and what the interpreter runs.
 #
 # The executor calls `launch(*inputs, *outputs)` with torch tensors; we can do the same, with
 # smaller blocks, so that there are several programs: 16×16 tiles make a 3×3 grid.
@@ -416,7 +418,8 @@ tut.show_code(grad_input_source, start="for k_start", end="acc = tl.dot")
 dx_t = torch.full((2, 3, 7, 7), float("nan"))
 g_t = torch.from_numpy(g)
 launch_blocks = {name: p.default for name, p in inspect.signature(grad_input_launch).parameters.items()
-                 if name.startswith("BLOCK")}                   # launch()'s defaults: one program here
+                 if name.startswith("BLOCK")}                   # launch()'s defaults: a GPU's blocks,
+launch_blocks.update(grad_program.executor.launch_configs[grad_input_index])   # the interpreter's: one program
 print("launch() blocks:", launch_blocks)
 input_steps = watch(grad_input_kernel, (1, 1), (0, 0), g_t, w_t, dx_t, **launch_blocks)
 mask_row = values_of(input_steps, "primals_3_mask")[0][24, :36]            # lanes 36..63 of the K block: past K
@@ -541,17 +544,17 @@ tut.show_code(run_py, start="def run_kernels", end="env.update(")
 
 # %% [markdown]
 # Every kernel file ends with its `launch`, which only computes the grid and starts the
-# programs; the block sizes are keyword arguments with defaults for the target the kernel was
-# generated for (here the interpreter: few, large programs):
+# programs; the block sizes are keyword arguments whose defaults suit a GPU. Above it,
+# `CONFIGS` lists the blocks a GPU's autotuner may choose among and `INTERPRETER_CONFIGS` the
+# interpreter's (few, large programs), which run.py and the executor pass on the CPU:
 
 # %%
 tut.show_code(grad_input_source, start="def launch")
 
 # %% [markdown]
-# Now run the dumped script as you would from a shell, `python run.py --seed 1`. (One detail:
-# loading kernels set Triton's `interpret` switch back and forth, which leaves
-# `TRITON_INTERPRET=0` in this process's environment; run.py would read that as "use the GPU",
-# so the child process gets an environment without it.)
+# Now run the dumped script as you would from a shell, `python run.py --seed 1`. (The child
+# process gets an environment without `TRITON_INTERPRET`, so that run.py chooses for itself:
+# the GPU when there is one, else the interpreter.)
 
 # %%
 child_env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
@@ -563,8 +566,8 @@ assert result.returncode == 0 and " (ok: " in result.stdout.strip().splitlines()
 # %% [markdown]
 # `run.py` ran the five kernels on fresh random inputs and compared every output with the
 # NumPy reference executor on `02_simplified.py`. The kernels it replays are the files in
-# `kernels/`, generated here for the interpreter; a dump made on a machine with a GPU holds
-# kernels generated for it and replays them on the GPU — a dump is a self-contained bug report.
+# `kernels/`, the same text here under the interpreter as on a machine with a GPU, where
+# run.py replays them on the GPU — a dump is a self-contained bug report.
 #
 # ## Exercises
 #

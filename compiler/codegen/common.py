@@ -22,52 +22,19 @@ TL_DTYPE = {"float32": "tl.float32", "float64": "tl.float64", "int32": "tl.int32
             "bool": "tl.int1"}
 
 
-def next_pow2(n):
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
 @dataclass(frozen=True)
 class Target:
-    """Where kernels run, and the block sizes that suit it.
-
-    On a GPU a program instance is cheap and blocks of ~1K elements keep the machine busy.
-    Under Triton's interpreter every block operation is a NumPy call over the whole block
-    plus ~0.1 ms of Python, whatever the block's size, and the programs of a launch run one
-    after the other: few programs with large blocks. Past ~2^16 elements the NumPy work
-    outweighs the Python (a fused pointwise kernel over 2^19 elements: 48 ms in blocks of
-    2^14, 25 ms in blocks of 2^16, 32 ms in blocks of 2^17)."""
+    """Where kernels run. The kernel text does not depend on it (block sizes are launch
+    parameters: codegen/blocks.py); the target says which device loads them, whether
+    float32 products may use TF32 (`tl.dot`'s input_precision), and the memory plan's alignment."""
 
     device: str = "cpu"            # "cuda" or "cpu"
-    interpret: bool = True
+    interpret: bool = True         # Triton's interpreter (runtime/executors/kernel_cache.py)
     allow_tf32: bool = False       # tl.dot's input_precision for float32: "tf32" or "ieee"
-
-    INTERPRET_BLOCK = 1 << 16      # under the interpreter: elements in a pointwise, window or row kernel's block
 
     @property
     def key(self):
         return f"{self.device}-{'interpret' if self.interpret else 'compiled'}-{'tf32' if self.allow_tf32 else 'ieee'}"
-
-    def pointwise_block(self, n):
-        return min(next_pow2(n), 1024 if not self.interpret else self.INTERPRET_BLOCK)
-
-    def reduction_blocks(self, rows, cols):
-        """(rows per program, columns per step); columns cover the whole row when it fits."""
-        if self.interpret:
-            cols_block = min(next_pow2(cols), 16384)      # a longer row is walked in steps (the looped form)
-            return max(1, min(next_pow2(rows), self.INTERPRET_BLOCK // cols_block)), cols_block
-        cols_block = min(next_pow2(cols), 4096)
-        return max(1, min(next_pow2(rows), 4096 // cols_block, 64)), cols_block
-
-    def arange(self, block):
-        """The lane numbers 0 .. block-1 of a block, as source. Under the interpreter they are
-        int64: it checks every int32 `+`, `-` and `*` for overflow (widening both operands and
-        comparing the result: several more NumPy passes over the block), and int64 arithmetic it
-        does not check. Index arithmetic derived from the lanes inherits their type."""
-        return f"tl.arange(0, {block}).to(tl.int64)" if self.interpret else f"tl.arange(0, {block})"
-
-    def tile(self, size, cpu_max, gpu=64):
-        """A tile edge for the GEMM-like kernels (at least 16: tl.dot needs it)."""
-        return max(16, min(next_pow2(size), cpu_max if self.interpret else gpu))
 
 
 # Names the generators use for their own variables. A graph input called `mask` or `rows`
@@ -165,33 +132,6 @@ def describe(view, node_dtype):
     notes.append(f"a view of {base.name or 'a buffer'} {base.type_str} with strides {view.strides}"
                  + (f", offset {view.offset}" if view.offset else ""))
     return f"{text} ({'; '.join(notes)})"
-
-
-def tuned_launch(kernel_name, args, configs, grid):
-    """The CONFIGS list and the launch() of a kernel whose block sizes are chosen by
-    measurement (runtime/executors/autotune.py times each config on the device at compile time, keeps
-    the fastest and caches the choice). `configs`: dicts of launch parameters, the first the
-    code generator's own pick, which launch() takes by default; `grid`: the launch grid as
-    source, in terms of those parameters. One config: nothing to choose, no CONFIGS."""
-    keys = list(configs[0])
-    lines = []
-    if len(configs) > 1:
-        lines += ["# the block sizes to choose from: runtime/executors/autotune.py times each on the device and keeps",
-                  "# the fastest; launch() on its own takes the first, the code generator's pick", "CONFIGS = ["]
-        lines += ["    {" + ", ".join(f'"{k}": {c[k]}' for k in keys) + "}," for c in configs]
-        lines += ["]", "", ""]
-    return lines + [f"def launch({args}, " + ", ".join(f"{k}={configs[0][k]}" for k in keys) + "):",
-                    f"    grid = {grid}",
-                    f"    {kernel_name}[grid]({args}, " + ", ".join(f"{k}={k}" for k in keys) + ")"]
-
-
-def distinct_configs(configs):
-    """Configs whose block sizes differ (the first of each: the others would time the same)."""
-    kept = []
-    for config in configs:
-        if all(any(config[k] != other[k] for k in config if k.startswith("BLOCK")) for other in kept):
-            kept.append(config)
-    return kept
 
 
 class KernelSource:

@@ -31,7 +31,8 @@ import re
 from dataclasses import dataclass, field
 
 from ..lower import View
-from .common import TL_DTYPE, KernelSource, address, distinct_configs, tuned_launch
+from . import blocks
+from .common import TL_DTYPE, KernelSource, address
 from .epilogue import Epilogue, Rider
 
 # Under the interpreter: the elements of a conv kernel's largest tile (A's, B's or the
@@ -296,10 +297,10 @@ def _emit(kernel, names, target, gemm):
         f"    #   rows m = {_group(gemm.rows)}, columns col = {_group(gemm.cols)}, "
         f"reduction k = {_group(gemm.reduction)}",
         "    # this program computes a BLOCK_M x BLOCK_N tile of it",
-        f"    {row} = tl.program_id(0) * BLOCK_M + {target.arange('BLOCK_M')}",
+        f"    {row} = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)",
         f"    row_mask = {row} < {m}"]
     body += [f"    {line}" for line in _split(row, gemm.rows, code)]
-    body += [f"    {col} = tl.program_id(1) * BLOCK_N + {target.arange('BLOCK_N')}",
+    body += [f"    {col} = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)",
              f"    col_mask = {col} < {n}"]
     body += [f"    {line}" for line in _split(col, gemm.cols, code)]
     body += [f"    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype={acc_dtype})"]
@@ -307,7 +308,7 @@ def _emit(kernel, names, target, gemm):
     body += [
              "    # walk the reduction BLOCK_K at a time",
              f"    for k_start in range(0, {k}, BLOCK_K):",
-             f"        {ks} = k_start + {target.arange('BLOCK_K')}",
+             f"        {ks} = k_start + tl.arange(0, BLOCK_K)",
              f"        k_mask = {ks} < {k}"]
     body += [f"        {line}" for line in _split(ks, gemm.reduction, code)]
     body += _comment(gemm.a.math, "        ") + [f"        {line}" for line in a_lines + [a_load]]
@@ -319,7 +320,7 @@ def _emit(kernel, names, target, gemm):
              f"    out_mask = row_mask{ROW} & col_mask{COL}"]
     body += after
     src.body = body
-    src.launch = _launch(kernel, ins + outs, target, m, n, k)
+    src.launch = _launch(kernel, ins + outs, m, n, k)
     return src.text()
 
 
@@ -397,7 +398,7 @@ def _numel(digits):
     return total
 
 
-def _launch(kernel, args, target, m, n, k):
+def _launch(kernel, args, m, n, k):
     """The block sizes to try, the first used untuned. On a GPU: tiles the tensor cores like, cut
     to the shapes.
     The interpreter runs the programs one after the other and pays ~0.1 ms of Python for each
@@ -408,15 +409,12 @@ def _launch(kernel, args, target, m, n, k):
     images is one program of 4096 x 16 outputs in 5 steps of 32 (4096 x 32 tiles of A): 3x
     faster than 16 programs of 256 x 16 outputs in one step of 256 (its reduction is 144
     long: 44% padding)."""
-    if target.device == "cuda":
-        configs = [{"BLOCK_M": target.tile(m, 0, gpu=bm), "BLOCK_N": target.tile(n, 0, gpu=bn),
-                    "BLOCK_K": target.tile(k, 0, gpu=bk), "num_warps": warps, "num_stages": 3}
-                   for bm, bn, bk, warps in GPU_CONFIGS]
-    else:
-        configs = []
-        for budget in (INTERPRET_TILE, INTERPRET_TILE // 2, INTERPRET_TILE * 2):
-            bn = target.tile(n, cpu_max=256)
-            bm = target.tile(m, cpu_max=budget // bn)
-            configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": target.tile(k, cpu_max=budget // max(bm, bn))})
+    gpu = [{"BLOCK_M": blocks.tile(m, bm), "BLOCK_N": blocks.tile(n, bn), "BLOCK_K": blocks.tile(k, bk),
+            "num_warps": warps, "num_stages": 3} for bm, bn, bk, warps in GPU_CONFIGS]
+    interpreter = []
+    for budget in (INTERPRET_TILE, INTERPRET_TILE // 2, INTERPRET_TILE * 2):
+        bn = blocks.tile(n, 256)
+        bm = blocks.tile(m, budget // bn)
+        interpreter.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": blocks.tile(k, budget // max(bm, bn))})
     grid = f"(triton.cdiv({m}, BLOCK_M), triton.cdiv({n}, BLOCK_N))"
-    return tuned_launch(kernel.name, ", ".join(args), distinct_configs(configs), grid)
+    return blocks.launch_lines(kernel.name, ", ".join(args), blocks.distinct(gpu), blocks.distinct(interpreter), grid)

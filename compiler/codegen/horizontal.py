@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ..fusion import segments
 from ..lower import Kernel
+from . import blocks
 from .common import KernelSource
 from .pointwise import segment
 
@@ -38,7 +39,7 @@ def generate(kernel, names, target):
     body, sizes, branches = ["    pid = tl.program_id(0)"], [], []
     for k, part in enumerate(parts):
         start = "pid" if k == 0 else f"(pid - end_{k - 1})"
-        n, lines = segment(part, names, src, start, target)
+        n, lines = segment(part, names, src, start)
         sizes.append(n)
         last = k == len(parts) - 1
         if not last:            # where this part's programs end (the last part takes the rest)
@@ -54,7 +55,5 @@ def generate(kernel, names, target):
     src.body = ["@triton.jit", f"def {kernel.name}({params}):"] + body
     args = ", ".join(ins + outs)
     programs = " + ".join(f"triton.cdiv({n}, BLOCK)" for n in sizes)
-    src.launch = [f"def launch({args}, BLOCK={target.pointwise_block(max(sizes))}):",
-                  f"    grid = ({programs},)",
-                  f"    {kernel.name}[grid]({args}, BLOCK=BLOCK)"]
+    src.launch = blocks.launch_lines(kernel.name, args, *blocks.pointwise(max(sizes)), f"({programs},)")
     return src.text()

@@ -19,8 +19,8 @@ import re
 
 from ops.errors import BackendError
 
-from .common import (TL_DTYPE, KernelSource, address, digits, dims_needed, distinct_configs, next_pow2,
-                     tuned_launch)
+from . import blocks
+from .common import TL_DTYPE, KernelSource, address, digits, dims_needed
 from .epilogue import Epilogue, Rider
 
 # GPU tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the autotuner (runtime/executors/autotune.py), suited to
@@ -83,8 +83,8 @@ def generate(kernel, names, target):
              "    tile = tl.program_id(0)"]
     if batched:
         body.append("    batch = tl.program_id(1)")
-    rows = f"rows = (tile // tiles_across) * BLOCK_M + {target.arange('BLOCK_M')}[:, None]"
-    cols = f"cols = (tile % tiles_across) * BLOCK_N + {target.arange('BLOCK_N')}[None, :]"
+    rows = "rows = (tile // tiles_across) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]"
+    cols = "cols = (tile % tiles_across) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]"
     width = max(len(rows), len(cols))
     body += [f"    tiles_across = tl.cdiv({N}, BLOCK_N)   # tiles are numbered row by row",
              f"    {rows:<{width}}   # the tile's m: a column",
@@ -96,7 +96,7 @@ def generate(kernel, names, target):
     body += [line for rider, *_ in riders for line in rider.start()]
     body += [
              f"    for k_start in range(0, {K}, BLOCK_K):",
-             f"        ks = k_start + {target.arange('BLOCK_K')}",
+             "        ks = k_start + tl.arange(0, BLOCK_K)",
              f"        k_mask = ks < {K}",
              f"        # {an}[rows, ks]: BLOCK_M x BLOCK_K, and {bn}[ks, cols]: BLOCK_K x BLOCK_N (zeros past the edges)",
              f"        {a_tile} = tl.load({a_ptrs}, mask=row_mask & k_mask[None, :], other=0.0)" + _cast(a, node),
@@ -114,7 +114,7 @@ def generate(kernel, names, target):
 
     args = ", ".join(ins + outs)
     grid = _tile_count(M, N, "BLOCK_M", "BLOCK_N")
-    src.launch = tuned_launch(kernel.name, args, _configs(node.dtype, M, N, K, target),
+    src.launch = blocks.launch_lines(kernel.name, args, *_configs(node.dtype, M, N, K),
                               f"({grid}, {batches})" if batched else f"({grid},)")
     return src.text()
 
@@ -123,18 +123,16 @@ def _tile_count(M, N, block_m, block_n):
     return f"triton.cdiv({M}, {block_m}) * triton.cdiv({N}, {block_n})"
 
 
-def _configs(dtype, M, N, K, target):
-    """The block sizes to try, each tile edge cut down to what the shapes need, the first
-    the one used untuned. Under the interpreter few, large programs win (a 1024^3 product:
-    ~1.3 s with 128^3 tiles, ~0.3 s with 256 x 256 x 512); the others try smaller tiles
-    and a longer step along k."""
-    if target.interpret:
-        tiles = [(target.tile(M, cpu_max=256), target.tile(N, cpu_max=256), target.tile(K, cpu_max=512)),
-                 (target.tile(M, cpu_max=128), target.tile(N, cpu_max=128), target.tile(K, cpu_max=128)),
-                 (target.tile(M, cpu_max=256), target.tile(N, cpu_max=256), target.tile(K, cpu_max=2048))]
-        return distinct_configs([{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk} for bm, bn, bk in tiles])
-    return distinct_configs([{"BLOCK_M": min(bm, _edge(M)), "BLOCK_N": min(bn, _edge(N)), "BLOCK_K": min(bk, _edge(K)),
-                     "num_warps": warps, "num_stages": stages} for bm, bn, bk, warps, stages in GPU_CONFIGS[dtype]])
+def _configs(dtype, M, N, K):
+    """(GPU configs, interpreter configs): the block sizes to try, each tile edge cut down to
+    what the shapes need, the first the one used untuned. Under the interpreter few, large
+    programs win (a 1024^3 product: ~1.3 s with 128^3 tiles, ~0.3 s with 256 x 256 x 512);
+    the others try smaller tiles and a longer step along k."""
+    gpu = [{"BLOCK_M": blocks.tile(M, bm), "BLOCK_N": blocks.tile(N, bn), "BLOCK_K": blocks.tile(K, bk),
+            "num_warps": warps, "num_stages": stages} for bm, bn, bk, warps, stages in GPU_CONFIGS[dtype]]
+    interpreter = [{"BLOCK_M": blocks.tile(M, bm), "BLOCK_N": blocks.tile(N, bn), "BLOCK_K": blocks.tile(K, bk)}
+                   for bm, bn, bk in ((256, 256, 512), (128, 128, 128), (256, 256, 2048))]
+    return blocks.distinct(gpu), blocks.distinct(interpreter)
 
 
 def _pointers(name, view, index, tile_shape):
@@ -154,9 +152,6 @@ def _tile_pointers(base, offset):
     whole = re.search(r"\brows\b", offset) and re.search(r"\bcols\b", offset)
     return ptrs if whole else f"tl.broadcast_to({ptrs}, (BLOCK_M, BLOCK_N))"
 
-
-def _edge(size):
-    return max(16, next_pow2(size))
 
 
 def _cast(operand, node):

@@ -15,6 +15,7 @@ from ops.families import VIEW_OPS
 from ops.printer import node_code
 
 from ..lower import Literal, View, contiguous_strides
+from . import blocks
 from .common import TL_DTYPE, KernelSource, address, digits, dims_needed, literal_code
 
 # Triton for each pointwise primitive: a format string over the input expressions.
@@ -54,16 +55,14 @@ def generate(kernel, names, target):
     computed = [n for n in kernel.nodes if n.op != "expand"]
     src = KernelSource(kernel, names, family_note="pointwise" if len(computed) == 1 else
                        f"{len(computed)} pointwise nodes fused: the intermediates stay in registers")
-    n, lines = segment(kernel, names, src, "tl.program_id(0)", target)
+    n, lines = segment(kernel, names, src, "tl.program_id(0)")
     ins, outs = src.pointer_args()
     params = ", ".join([f"{p}_ptr" for p in ins + outs] + ["BLOCK: tl.constexpr"])
     src.body = ["@triton.jit", f"def {kernel.name}({params}):",
                 f"    # one program computes BLOCK elements of the {kernel.outputs[0].type_str} output, in row-major "
                 "order"] + lines
     args = ", ".join(ins + outs)
-    src.launch = [f"def launch({args}, BLOCK={target.pointwise_block(n)}):",
-                  f"    grid = (triton.cdiv({n}, BLOCK),)",
-                  f"    {kernel.name}[grid]({args}, BLOCK=BLOCK)"]
+    src.launch = blocks.launch_lines(kernel.name, args, *blocks.pointwise(n), f"(triton.cdiv({n}, BLOCK),)")
     return src.text()
 
 
@@ -73,8 +72,8 @@ def iteration_shape(kernel):
     return root.inputs[0].shape if root.op == "reshape" else kernel.outputs[0].shape
 
 
-def segment(kernel, names, src, program, target):
-    """(elements, the body's lines) of a pointwise kernel for `target` whose program number
+def segment(kernel, names, src, program):
+    """(elements, the body's lines) of a pointwise kernel whose program number
     is `program`: the lanes' offsets, the loads, one line per node, the stores. The body of a
     pointwise kernel, or one branch of a horizontal one (codegen/horizontal.py)."""
     # A reshape copies its input in row-major order: iterate over the input's shape, store flat.
@@ -92,7 +91,7 @@ def segment(kernel, names, src, program, target):
             needed |= dims_needed(view)
     index_lines, index = digits(shape, "offs", only=needed)
 
-    body = [f"    offs = {program} * BLOCK + {target.arange('BLOCK')}",
+    body = [f"    offs = {program} * BLOCK + tl.arange(0, BLOCK)",
             f"    mask = offs < {n}"]
     body += [_commented(line, f"index along dim {d}") for d, line in index_lines]
     value = {}
@@ -149,7 +148,10 @@ def _compute(node, value, views, index, names, src):
         dtype = TL_DTYPE[node.attrs["dtype"]] if op == "cast" else TL_DTYPE[node.dtype]
         return [f"{name} = {EXPRESSIONS[op].format(*args, dtype=dtype)}"]
     if op == "iota":
-        return [f"{name} = ({index[node.attrs['dim']]} + tl.zeros_like(offs)).to({TL_DTYPE[node.dtype]})"]
+        along = index[node.attrs["dim"]]        # "0" along a dimension of size 1
+        if along == "0":
+            return [f"{name} = tl.zeros((BLOCK,), {TL_DTYPE[node.dtype]})"]
+        return [f"{name} = {along}.to({TL_DTYPE[node.dtype]})"]
     if op == "rand":
         # Philox's counter is the element's row-major index: the same numbers as the NumPy reference
         return [f"{name} = tl.rand({args[0]}, offs)"]
@@ -160,9 +162,12 @@ def _compute(node, value, views, index, names, src):
     raise BackendError(f"{op} reached the pointwise generator, which cannot compute it (a chainrule bug)", op=op)
 
 
-def _lanes(where):
-    """A masked load needs one address per lane, even when every lane reads one element."""
-    return where if re.search(r"\bi\d|\boffs\b", where) else f"{where} + 0 * offs"
+def _lanes(pointer, where):
+    """The pointers of a masked load, one per lane: broadcast to the block when every lane
+    reads the same element."""
+    if re.search(r"\bi\d|\boffs\b", where):
+        return f"{pointer} + {where}"
+    return f"tl.broadcast_to({pointer} + {where}, (BLOCK,))"
 
 
 def _pad(node, views, index, names):
@@ -179,7 +184,7 @@ def _pad(node, views, index, names):
         conds += [f"({i} >= 0)", f"({i} < {size})"]
         source_index.append(i)
     inside = " & ".join(conds)
-    return [f"{names[node]} = tl.load({names[x]}_ptr + {_lanes(address(views[x], source_index))}, mask={inside}, "
+    return [f"{names[node]} = tl.load({_lanes(names[x] + '_ptr', address(views[x], source_index))}, mask={inside}, "
             "other=0)"]
 
 
@@ -191,7 +196,7 @@ def _cat(node, views, index, names):
         local = list(index)
         local[dim] = f"({index[dim]} - {start})" if start else index[dim]
         inside = f"({index[dim]} >= {start}) & ({index[dim]} < {start + x.shape[dim]})"
-        load = f"tl.load({names[x]}_ptr + {_lanes(address(views[x], local))}, mask=mask & {inside}, other=0)"
+        load = f"tl.load({_lanes(names[x] + '_ptr', address(views[x], local))}, mask=mask & {inside}, other=0)"
         lines.append(f"{names[node]} = {load}" if k == 0 else
                      f"{names[node]} = tl.where({inside}, {load}, {names[node]})")
         start += x.shape[dim]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ops.families import REDUCTIONS
 
 from ..lower import Literal
+from . import blocks
 from .common import TL_DTYPE, KernelSource, address, digits, literal_code
 
 
@@ -22,10 +23,9 @@ def generate(kernel, names, target):
     kept = [d for d in range(len(x.shape)) if d not in dims]
     rows = _prod(x.shape[d] for d in kept)
     cols = _prod(x.shape[d] for d in dims)
-    block_rows, block_cols = target.reduction_blocks(rows, cols)
-    persistent = block_cols >= cols
+    persistent = blocks.fits_one_block(cols)
     op = node.op
-    form = "persistent: a whole row in one block" if persistent else f"looped: {block_cols} columns at a time"
+    form = "persistent: a whole row in one block" if persistent else "looped: BLOCK_COLS columns at a time"
     src = KernelSource(kernel, names, family_note=f"{op} over dims {tuple(dims)} of {x.type_str}; "
                                                    f"{rows} rows of {cols}, {form}")
     xn, out = names[x], names[node]
@@ -40,13 +40,12 @@ def generate(kernel, names, target):
         index[d] = name
     for d, name in zip(dims, col_index):
         index[d] = name
-    where = address(view, index)
+    pointers = f"{xn}_ptr + {address(view, index)}"
     # The load needs a pointer for every (row, column) of the block, even where the view
     # reads the same memory along rows or columns (a broadcast input): say so explicitly.
-    missing = [axis for axis, names_ in (("rows", row_index), ("cols", col_index))
-               if not any(n and n != "0" and n in where for n in names_)]
-    if missing:
-        where = f"{where} + 0 * ({' + '.join(missing)})"
+    where = address(view, index)
+    if not all(any(n and n != "0" and n in where for n in names_) for names_ in (row_index, col_index)):
+        pointers = f"tl.broadcast_to({pointers}, (BLOCK_ROWS, BLOCK_COLS))"
     reduction = REDUCTIONS[op]
     other = literal_code(Literal(reduction.identity_of(x.dtype), x.dtype))     # what a masked lane adds
 
@@ -54,13 +53,13 @@ def generate(kernel, names, target):
             f"def {kernel.name}({xn}_ptr, {out}_ptr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):",
             f"    # rows: the {rows} positions of the kept dims {tuple(kept)}; columns: the {cols} positions "
             f"of the reduced dims {tuple(dims)}",
-            f"    rows = tl.program_id(0) * BLOCK_ROWS + {target.arange('BLOCK_ROWS')}[:, None]",
+            "    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]",
             f"    row_mask = rows < {rows}"]
     body += [f"    {line}" for _, line in row_lines]
-    load = f"tl.load({xn}_ptr + {where}, mask=mask, other={other})"
+    load = f"tl.load({pointers}, mask=mask, other={other})"
     if op == "reduce_sum" and x.dtype == "bool":
         load += ".to(tl.int64)"
-    step = [f"cols = {'start + ' if not persistent else ''}{target.arange('BLOCK_COLS')}[None, :]",
+    step = [f"cols = {'start + ' if not persistent else ''}tl.arange(0, BLOCK_COLS)[None, :]",
             f"mask = row_mask & (cols < {cols})"] + [line for _, line in col_lines] + [f"{xn} = {load}"]
     if persistent:
         body += [f"    {line}" for line in step]
@@ -73,9 +72,8 @@ def generate(kernel, names, target):
         body += [f"    {line}" for line in _finish(op, out)]
     body.append(f"    tl.store({out}_ptr + rows, {out}[:, None], mask=row_mask)")
     src.body = body
-    src.launch = [f"def launch({xn}, {out}, BLOCK_ROWS={block_rows}, BLOCK_COLS={block_cols}):",
-                  f"    grid = (triton.cdiv({rows}, BLOCK_ROWS),)",
-                  f"    {kernel.name}[grid]({xn}, {out}, BLOCK_ROWS=BLOCK_ROWS, BLOCK_COLS=BLOCK_COLS)"]
+    src.launch = blocks.launch_lines(kernel.name, f"{xn}, {out}", *blocks.rows(rows, cols, looped=not persistent),
+                                     f"(triton.cdiv({rows}, BLOCK_ROWS),)")
     return src.text()
 
 

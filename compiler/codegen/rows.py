@@ -17,7 +17,8 @@ from ops.printer import node_code
 
 from ..fusion import ROW_LIMIT, is_total, row_shapes
 from ..lower import Literal, View
-from .common import TL_DTYPE, KernelSource, address, digits, literal_code, next_pow2
+from . import blocks
+from .common import TL_DTYPE, KernelSource, address, digits, literal_code
 from .pointwise import EXPRESSIONS, HELPERS, _commented
 
 
@@ -90,11 +91,8 @@ class _RowKernel:
         self.kept = [d for d in range(len(shape)) if d not in dims]
         self.rows = _prod(shape[d] for d in self.kept)
         self.cols = _prod(shape[d] for d in dims)
-        self.block_rows, self.block_cols = target.reduction_blocks(self.rows, self.cols)
         self.looped = row_passes(kernel)
         self.totals = [n for n in kernel.nodes if is_total(n, shape, dims)]
-        if self.totals:                 # a sum over every row: one program holds them all
-            self.block_rows = next_pow2(self.rows)
         self.reductions = [n for n in kernel.nodes if n.op in ROW_REDUCTIONS]
         self.keepdim, self.dropped = row_shapes(shape, dims)
         self.row_lines, row_index = digits([shape[d] for d in self.kept], "rows", var="r")
@@ -121,17 +119,17 @@ class _RowKernel:
 
     def rows_and_columns(self):
         """The program's block of rows, and (persistent form) the whole of each row."""
-        rows, cols, kept, dims, arange = self.rows, self.cols, tuple(self.kept), tuple(self.dims), self.target.arange
+        rows, cols, kept, dims = self.rows, self.cols, tuple(self.kept), tuple(self.dims)
         if self.looped:
             lines = [f"    # a program takes BLOCK_ROWS of the {rows} rows (dims {kept}) and walks each row of "
                      f"{cols} columns (dims {dims}) in blocks of BLOCK_COLS",
-                     f"    rows = tl.program_id(0) * BLOCK_ROWS + {arange('BLOCK_ROWS')}[:, None]",
+                     "    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]",
                      f"    row_mask = rows < {rows}"]
             return lines + [f"    {line}" for _, line in self.row_lines]
         lines = [f"    # a program takes BLOCK_ROWS of the {rows} rows (dims {kept}) and the whole of each row: "
                  f"{cols} columns (dims {dims})",
-                 f"    rows = tl.program_id(0) * BLOCK_ROWS + {arange('BLOCK_ROWS')}[:, None]",
-                 f"    cols = {arange('BLOCK_COLS')}[None, :]",
+                 "    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]",
+                 "    cols = tl.arange(0, BLOCK_COLS)[None, :]",
                  f"    row_mask = rows < {rows}",
                  f"    mask = row_mask & (cols < {cols})"]
         return lines + [f"    {line}" for _, line in self.row_lines + self.col_lines]
@@ -159,7 +157,7 @@ class _RowKernel:
                 start = self.identity(r)
                 body.append(f"    {names[r]}_acc = tl.full((BLOCK_ROWS, 1), {start}, {TL_DTYPE[r.dtype]})")
             body += [f"    for col_start in range(0, {self.cols}, BLOCK_COLS):",
-                     f"        cols = col_start + {self.target.arange('BLOCK_COLS')}[None, :]",
+                     "        cols = col_start + tl.arange(0, BLOCK_COLS)[None, :]",
                      f"        mask = row_mask & (cols < {self.cols})"]
             body += [f"        {line}" for _, line in self.col_lines]
             for node in list(self.loaded):            # what varies along the row is loaded again in every pass
@@ -193,10 +191,12 @@ class _RowKernel:
         return body
 
     def launch(self):
-        args = ", ".join(self.ins + self.outs)
-        return [f"def launch({args}, BLOCK_ROWS={self.block_rows}, BLOCK_COLS={self.block_cols}):",
-                f"    grid = (triton.cdiv({self.rows}, BLOCK_ROWS),)",
-                f"    {self.kernel.name}[grid]({args}, BLOCK_ROWS=BLOCK_ROWS, BLOCK_COLS=BLOCK_COLS)"]
+        gpu, interpreter = blocks.rows(self.rows, self.cols, looped=bool(self.looped))
+        if self.totals:                 # a sum over every row: one program holds them all
+            gpu = [{**c, "BLOCK_ROWS": blocks.next_pow2(self.rows)} for c in gpu]
+            interpreter = [{**c, "BLOCK_ROWS": blocks.next_pow2(self.rows)} for c in interpreter]
+        return blocks.launch_lines(self.kernel.name, ", ".join(self.ins + self.outs), gpu, interpreter,
+                                   f"(triton.cdiv({self.rows}, BLOCK_ROWS),)")
 
     # -- indices and loads ---------------------------------------------------------------------------
     def reads_at(self, reader):

@@ -24,8 +24,10 @@ import numpy as np
 
 from ops.families import WINDOW_FORWARD
 from ops.printer import node_code
+
+from . import blocks
+from .common import TL_DTYPE, KernelSource, address
 from .epilogue import Epilogue
-from .common import TL_DTYPE, KernelSource, address, tuned_launch
 
 # Names the kernels use for their own variables; a graph value with one of these names is
 # loaded as <name>_value instead.
@@ -56,7 +58,7 @@ def generate(kernel, names, target):
     what = "window (out_h, out_w) of image (n, c)" if forward else "input cell (n, c, in_h, in_w)"
     body = ["@triton.jit", f"def {kernel.name}({params}):",
             f"    # a lane per element of the {node.type_str} output: {what}",
-            f"    offs = tl.program_id(0) * BLOCK + {target.arange('BLOCK')}",
+            f"    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)",
             f"    mask = offs < {total}"]
     body += [f"    {line}" for line in index_lines]
     make = {"window_sum": _window_sum, "window_argmax": _window_argmax, "window_gather": _window_gather,
@@ -73,9 +75,9 @@ def generate(kernel, names, target):
     src.body = body
     args = ", ".join(ins + outs)
     # on a GPU the autotuner picks the block (runtime/executors/autotune.py); under the interpreter, the largest
-    configs = ([{"BLOCK": target.pointwise_block(total)}] if target.interpret else
-               [{"BLOCK": 256, "num_warps": 4}, {"BLOCK": 512, "num_warps": 4}, {"BLOCK": 1024, "num_warps": 8}])
-    src.launch = tuned_launch(kernel.name, args, configs, f"(triton.cdiv({total}, BLOCK),)")
+    gpu = [{"BLOCK": 256, "num_warps": 4}, {"BLOCK": 512, "num_warps": 4}, {"BLOCK": 1024, "num_warps": 8}]
+    src.launch = blocks.launch_lines(kernel.name, args, gpu, blocks.pointwise(total)[1],
+                                     f"(triton.cdiv({total}, BLOCK),)")
     return src.text()
 
 

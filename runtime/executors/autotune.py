@@ -3,7 +3,8 @@
 Which tile is fastest depends on the device and on the shapes, and no rule predicts it well:
 a GEMM with a short k wants wide tiles, a tall thin one narrow ones, and the interpreter
 (where one program's Python overhead is the cost) wants as few programs as fit. So the code
-generator writes the candidates into the kernel file (`CONFIGS`, its own pick first) and
+generator writes the candidates into the kernel file (`CONFIGS` for a GPU and
+`INTERPRETER_CONFIGS` for the interpreter, its own pick first) and
 this module times each one at compile time, on random inputs of the kernel's shapes, into
 fresh output buffers (a kernel that updates a parameter in place updates nothing here), and
 keeps the fastest (unless the code generator's own pick is within the timing noise of it,
@@ -73,16 +74,17 @@ def cache_path(text, target):
     return os.path.join(folder, f"t_{key}.json")
 
 
-def candidates(module):
-    """A kernel module's configs, or None when it has nothing to choose."""
-    configs = getattr(module, "CONFIGS", None)
-    return configs if configs and len(configs) > 1 else None
+def candidates(module, target):
+    """A kernel module's configs for the target's device, or None when it has nothing to choose."""
+    configs = kernel_cache.launch_configs(module, target.interpret)
+    return configs if len(configs) > 1 else None
 
 
 def tune(name, text, module, make_args, target, runs=None, clock=None):
-    """Choose among `module.CONFIGS` for the kernel whose source is `text`. make_args() returns
-    fresh (inputs, outputs) tensors to launch it with; clock(launch) returns seconds per launch."""
-    configs = candidates(module)
+    """Choose among the module's configs for the target (`CONFIGS` on a GPU, `INTERPRETER_CONFIGS`
+    under the interpreter) for the kernel whose source is `text`. make_args() returns fresh
+    (inputs, outputs) tensors to launch it with; clock(launch) returns seconds per launch."""
+    configs = candidates(module, target)
     path = cache_path(text, target)
     cached = _read(path, configs)
     if cached is not None:
@@ -151,13 +153,14 @@ def _gpu_clock(launch, runs):
 def text(tunings, target, enabled):
     """06_autotune.txt: for every kernel with a choice, each candidate's time and the one kept."""
     lines = [f"# autotuning on {device_name(target)}"]
+    which = "INTERPRETER_CONFIGS" if target.interpret else "CONFIGS"
     if not enabled:
         lines += ["# off (the default under the interpreter; compile(..., autotune=True) turns it on):",
-                  "# every kernel launches with the first of its CONFIGS, the code generator's pick"]
+                  f"# every kernel launches with the first of its {which}, the code generator's pick"]
         return "\n".join(lines) + "\n"
     if not tunings:
         return "\n".join(lines + ["# no kernel in this program has block sizes to choose"]) + "\n"
-    lines += ["# each matmul and conv kernel timed with each of its CONFIGS on random inputs; the fastest kept,",
+    lines += [f"# each kernel with a choice timed with each of its {which} on random inputs; the fastest kept,",
               f"# unless the first (the code generator's pick) is within {MARGIN[target.device]:.0%} of it",
               f"# choices are cached under {os.path.join(kernel_cache.cache_dir(), 'tuned')}", ""]
     for tuning in tunings:

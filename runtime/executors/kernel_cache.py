@@ -8,12 +8,25 @@ ours) is rewritten before anything imports it.
 
 The cache lives under $CHAINRULE_CACHE_DIR, else $XDG_CACHE_HOME/chainrule/kernels, else
 ~/.cache/chainrule/kernels.
+
+The text is the same for a GPU and for Triton's interpreter on the CPU: the file a learner
+reads, the one `Program.dump` writes and the one a GPU compiles. Loading it for the
+interpreter changes two things, both here and nowhere else:
+
+1. The interpreter's integer overflow checks are turned off (`for_interpreter`). It checks
+   every int32 `+`, `-` and `*` (widening both operands and comparing the result: several
+   more NumPy passes over each block of lane indices); a GPU kernel compiled without debug
+   checks nothing, so the interpreter then computes exactly what the GPU computes.
+2. The launch parameters come from the file's `INTERPRETER_CONFIGS` (few programs with
+   large blocks: the interpreter runs programs one after another) instead of `CONFIGS`, the
+   GPU's (`launch_configs`). Block sizes are launch parameters, so the kernel text is the same.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import os
+from dataclasses import replace
 
 from compiler.files import write_atomic
 
@@ -53,21 +66,38 @@ def _holds(path, text):
         return False
 
 
-def _interpret_device_functions():
-    """Let interpreted kernels call Triton's own @jit helpers (tl.sum, tl.argmax, tl.rand, ...).
+def launch_configs(module, interpret):
+    """The launch parameters a kernel file offers where it runs, the code generator's pick
+    first: its INTERPRETER_CONFIGS under the interpreter, its CONFIGS on a GPU ([{}]: only
+    launch()'s own defaults)."""
+    configs = getattr(module, "INTERPRETER_CONFIGS" if interpret else "CONFIGS", None)
+    return list(configs) if configs else [{}]
 
-    Those helpers are decorated when triton is imported; unless TRITON_INTERPRET=1 was set
-    by then they are compiled-mode functions, whose __call__ only raises. Interpreted kernels
-    call them as plain Python, so route such a call through the interpreter. (Compiled
-    kernels never call __call__: the compiler inlines the helpers.)"""
-    from triton.runtime.interpreter import InterpretedFunction  # optional heavy dependency: the interpreter only
+
+def for_interpreter():
+    """Prepare Triton's interpreter, once per process, to run our kernels as a GPU would (see
+    the module docstring); it touches nothing a compiled kernel uses."""
+    from triton.runtime import interpreter  # optional heavy dependency: the interpreter only
     from triton.runtime.jit import JITFunction  # optional heavy dependency: the interpreter only
 
+    builder = interpreter.interpreter_builder
+    builder.options = replace(builder.options, sanitize_overflow=False)
     if getattr(JITFunction.__call__, "chainrule", False):
         return
 
     def call_interpreted(self, *args, **kwargs):
-        return InterpretedFunction(self.fn)(*args, **kwargs)
+        """Triton's own @jit helpers (tl.sum, tl.argmax, tl.rand, ...) were decorated when
+        triton was imported: unless TRITON_INTERPRET=1 was set by then they are compiled-mode
+        functions, whose __call__ only raises, while an interpreted kernel calls them as plain
+        Python. So run the helper under the interpreter, with triton.language patched for it
+        only while it runs: Triton's own InterpretedFunction.__call__ leaves its patch in place,
+        and a GPU kernel compiled later in the process would then fail. (Compiled kernels never
+        call __call__: the compiler inlines the helpers.)"""
+        scope = interpreter._patch_lang(self.fn)
+        try:
+            return interpreter.InterpretedFunction(self.fn).rewrite()(*args, **kwargs)
+        finally:
+            scope.restore()
 
     call_interpreted.chainrule = True
     JITFunction.__call__ = call_interpreted
@@ -84,7 +114,7 @@ def load(text, interpret):
 
     name = f"chainrule_kernel_{key[0][:16]}_{'interp' if interpret else 'jit'}"
     if interpret:
-        _interpret_device_functions()
+        for_interpreter()
     saved = triton.knobs.runtime.interpret
     environment = os.environ.get("TRITON_INTERPRET")     # the knob's setter writes it there
     triton.knobs.runtime.interpret = interpret        # read when @triton.jit decorates

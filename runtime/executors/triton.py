@@ -97,9 +97,11 @@ class TritonExecutor:
         self.handed_out = {w.base for o in self.free_outputs if isinstance(w := self.schedule.location(o), View)}
         self.carried = {}                    # input node -> its tensor on the device (the persistent part)
         self.arena = None
-        # autotuning: each kernel's launch parameters, timed at compile time where it has a choice
+        # each kernel's launch parameters: the code generator's pick for this device, or (autotuning)
+        # the fastest of the candidates, timed at compile time where a kernel has a choice
+        self.launch_configs = [kernel_cache.launch_configs(m, self.target.interpret)[0] for m in self.modules]
         self.autotune = self.target.device == "cuda" if autotune is None else bool(autotune)
-        self.tunings, self.launch_configs = [], [{} for _ in self.schedule.kernels]
+        self.tunings, self.tuned = [], [{} for _ in self.schedule.kernels]
         if self.autotune:
             start = time.perf_counter()
             self._tune()
@@ -110,10 +112,10 @@ class TritonExecutor:
     def _tune(self):
         with _one_blas_thread(self.target), np.errstate(all="ignore"):     # random inputs: sqrt(-1) is nan, quietly
             for i, (kernel, module, text) in enumerate(zip(self.schedule.kernels, self.modules, self.sources)):
-                if autotune.candidates(module) is not None:
+                if autotune.candidates(module, self.target) is not None:
                     tuning = autotune.tune(kernel.name, text, module, lambda: self._random_args(kernel), self.target)
                     self.tunings.append(tuning)
-                    self.launch_configs[i] = tuning.config
+                    self.launch_configs[i] = self.tuned[i] = tuning.config
 
     def _random_args(self, kernel):
         """Inputs of a kernel's shapes, drawn at random (constants as they are), and fresh outputs."""
