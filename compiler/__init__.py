@@ -11,7 +11,7 @@ from .api import Program, compile, grad, jit, trace, value_and_grad
 from .autodiff import grad_graph
 from .inspect import gradient_check_view, scalar_view
 from .simplify import algebraic, cse, dce, fold_constants, simplify
-from .train import TrainStep, compile_train_step
+from .train_step import TrainStep, compile_train_step
 
 __all__ = ["trace", "jit", "grad", "value_and_grad", "compile", "Program", "grad_graph", "simplify", "dce",
            "cse", "fold_constants", "algebraic", "Graph", "Node", "Source", "ir", "errors", "ChainruleError",

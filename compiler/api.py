@@ -26,7 +26,7 @@ from . import artifacts, backends, cost
 from .autodiff import grad_graph
 from .graphs import replay
 from .lower import lower
-from .pipeline import Options, compile_function, with_kernels
+from .pipeline import Options, compile_function, timed, with_kernels
 from .render import kernels_dot, to_image
 from .saved import saved_bytes
 
@@ -278,9 +278,9 @@ class _PerSignature:
         graph = trace(self.fn, *[t.spec for t in tensors], static=static)
         aux = self._aux_count(graph)
         if self.grad_argnums is not None:
-            graph = grad_graph(graph, _positions(graph.name, len(graph.inputs), static, self.grad_argnums),
-                               with_value=self.with_value,
-                               has_aux=self.has_aux)
+            graph = timed("autodiff", grad_graph, graph,
+                          _positions(graph.name, len(graph.inputs), static, self.grad_argnums),
+                          with_value=self.with_value, has_aux=self.has_aux)
         env = replay(graph, tensors)
         return _package([env[o] for o in graph.outputs], graph.returns_tuple, self.grad_argnums, self.with_value,
                         aux)

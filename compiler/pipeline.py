@@ -109,17 +109,42 @@ class Compiled:
         return "\n\n".join(f"# ---- {k.name} ----\n{text}" for k, text in zip(self.kernels, self.sources))
 
 
+PASSES = ("trace", "autodiff", "simplify", "remat", "fuse", "lower", "codegen", "plan_memory")
+_RUNNING = []         # the stopwatches timing a pass right now, innermost last
+
+
 class _Stopwatch:
-    """Runs each pass and records its seconds under its name, in the order they ran."""
+    """Runs each pass and records its seconds under its name, in pipeline order. A pass that
+    runs inside another (the autodiff of a training step happens while its function is
+    traced: `timed`) is counted under its own name and not under the outer one's."""
 
     def __init__(self, seconds=None):
         self.seconds = dict(seconds or {})
+        self._inner = []          # per pass running now: seconds spent in passes inside it
 
     def run(self, name, pass_, *args, **kwargs):
         start = time.perf_counter()
-        result = pass_(*args, **kwargs)
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-        return result
+        self._inner.append(0.0)
+        _RUNNING.append(self)
+        try:
+            return pass_(*args, **kwargs)
+        finally:
+            _RUNNING.pop()
+            elapsed = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += elapsed
+            order = {p: i for i, p in enumerate(PASSES)}
+            self.seconds = dict(sorted(self.seconds.items(), key=lambda item: order.get(item[0], len(PASSES))))
+
+
+def timed(name, pass_, *args, **kwargs):
+    """Run a pass that a compile calls from inside another pass (value_and_grad inlined into a
+    traced training step runs autodiff during the trace): it is timed under `name` in the
+    compile running now, if any."""
+    if not _RUNNING:
+        return pass_(*args, **kwargs)
+    return _RUNNING[-1].run(name, pass_, *args, **kwargs)
 
 
 @contextlib.contextmanager

@@ -73,6 +73,10 @@ def test_the_whole_step_is_a_few_fused_kernels_with_every_update_in_one_launch()
     assert report["kernels"] * 4 <= report["unfused_kernels"]
     updates = [k for k in step.program.schedule.kernels if k.family == "horizontal"]
     assert len(updates) == 1                       # the 4 parameters' momentum updates: one launch
+    # the step differentiates while it is traced: its autodiff is timed as a pass of its own
+    seconds = report["compile_seconds"]
+    assert list(seconds) == ["trace", "autodiff", "simplify", "fuse", "lower", "codegen", "plan_memory", "load"]
+    assert all(s > 0 for s in seconds.values())
 
 
 def test_evaluate_uses_running_statistics_and_the_trained_weights(rng):

@@ -1,7 +1,7 @@
 """The training loop: what `chainrule train` and `fit` do with a compiled training step.
 
 Keras' `fit` in a page: every epoch shuffles the training set into mini-batches, runs the
-compiled step (forward, backward and optimizer update: one program, compiler/train.py) on
+compiled step (forward, backward and optimizer update: one program, compiler/train_step.py) on
 each, and then measures loss and accuracy on the validation set with the eval program. A
 progress bar shows the running loss; the best epoch's weights are kept (and, with `out=`,
 checkpointed atomically); early stopping ends the run when the validation loss stops
