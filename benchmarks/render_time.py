@@ -22,6 +22,7 @@ sys.path.insert(0, HERE)
 
 import compiler as C  # noqa: E402
 from compile_time import resnet18, resnet18_specs  # noqa: E402
+from compiler.render import INSTALL_GRAPHVIZ, find_dot  # noqa: E402
 from runtime.training import zoo  # noqa: E402
 from runtime.bench.report import write_json  # noqa: E402
 
@@ -43,6 +44,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    if find_dot() is None:        # without it render only writes .dot text: the times would mean nothing
+        sys.exit(f"render_time: this benchmark times graphviz's `dot`, which is not installed. {INSTALL_GRAPHVIZ}.")
     rows = {}
     print(f"{'model':9s} {'ops':>6s} {'kernels':>7s} {'render s':>9s}  under {GOAL_SECONDS:g} s")
     for name in [*zoo.ZOO, "resnet18"]:

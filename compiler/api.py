@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import functools
 import numbers
+import warnings
 
 import numpy as np
 
 from ops import ir
 from ops.errors import ArgumentError, ChainruleError
 from ops.tensor import Spec, Tensor
-from ops.trace import default_dtype, function_name, to_numpy, trace
+from ops.trace import argument_names, as_input, function_name, record_checks, spec_of, to_numpy, trace
 
 from . import artifacts, backends, cost
 from .autodiff import grad_graph
@@ -55,6 +56,7 @@ class Program:
         carried = {i for i, _ in self.compiled.carry}
         self.free_inputs = [n for i, n in enumerate(self.forward.inputs) if i not in carried]
         self.specs = [Spec(n.shape, n.dtype) for n in self.free_inputs]
+        self._converted = set()          # arguments whose dtype Program.run converted (and said so)
         self._with_kernels = None
 
     # the stages of the compile, as the Compiled holds them
@@ -88,26 +90,50 @@ class Program:
 
     def run(self, arrays):
         """Run on NumPy arrays (one per traced input that is not carried); returns the list of
-        output arrays (those not carried)."""
+        output arrays (those not carried). Every array enters a compiled program here, so it
+        is checked here, on the host: its shape; its dtype (ops/trace.py as_input: another
+        float width is converted to the compiled one, float64 data into a float32 program
+        rounded to float32; a float for an integer input, or an int or a bool for a float one,
+        is a DTypeError, never a silent conversion); and the class labels a loss reads
+        (ops/trace.py LabelCheck), which a kernel could not reject."""
         if len(arrays) != len(self.specs):
             raise ArgumentError(f"{self.forward.name} takes {len(self.specs)} arrays "
                                 f"({', '.join(n.name for n in self.free_inputs)}), got {len(arrays)}",
                                 source=ir.capture_source())
+        checked = []
         for spec, array, node in zip(self.specs, arrays, self.free_inputs):
-            if np.shape(array) != spec.shape:
+            array = np.asarray(array)
+            if array.shape != spec.shape:
                 raise ArgumentError(f"argument {node.name} has shape {array.shape} but this program was compiled "
                                     f"for {spec.shape}", source=ir.capture_source())
-        return self.executor([np.asarray(a).astype(s.dtype, copy=False) for a, s in zip(arrays, self.specs)])
+            checked.append(as_input(array, spec.dtype, f"argument {node.name} of {self.forward.name}"))
+            if checked[-1] is not array and node not in self._converted:      # said once per argument
+                self._converted.add(node)
+                warnings.warn(f"{self.forward.name}: argument {node.name} is {array.dtype}, but the program was "
+                              f"compiled for {spec.dtype}: converted to {spec.dtype}", stacklevel=2)
+        self._check_labels(checked)
+        return self.executor(checked)
+
+    def _check_labels(self, arrays):
+        """The graph's label checks on the inputs they name (a check of labels computed inside
+        the program is the reference evaluator's: ops/trace.py LabelCheck)."""
+        position = {node: k for k, node in enumerate(self.free_inputs)}
+        for check in self.forward.checks:
+            if check.node in position:
+                check.verify(arrays[position[check.node]], f"target {check.node.name}")
 
     def load_state(self, arrays):
         """The carried values' first values (compile(carry=...)), in carry order: they go to the
         device once and stay there, updated by every call."""
+        checked = []
         for (i, _), array in zip(self.carry, arrays):
-            node = self.graph.inputs[i]
-            if np.shape(array) != node.shape:
-                raise ArgumentError(f"carried input {self.forward.inputs[i].name} has shape {node.shape}, "
-                                    f"got an array of shape {np.shape(array)}", source=ir.capture_source())
-        self.executor.load_state([np.asarray(a) for a in arrays])
+            node, array = self.graph.inputs[i], np.asarray(array)
+            what = f"carried input {self.forward.inputs[i].name}"
+            if array.shape != node.shape:
+                raise ArgumentError(f"{what} has shape {node.shape}, got an array of shape {array.shape}",
+                                    source=ir.capture_source())
+            checked.append(as_input(array, node.dtype, what))
+        self.executor.load_state(checked)
 
     def state(self):
         """The carried values now, as NumPy arrays in carry order."""
@@ -261,7 +287,8 @@ class _PerSignature:
         key = (tuple((a.shape, a.dtype.str) for a in arrays), tuple(sorted((i, repr(v)) for i, v in static.items())))
         program = self.cache.get(key)
         if program is None:
-            specs = [Spec(a.shape, default_dtype(a.dtype)) for a in arrays]
+            names = [n for i, n in enumerate(argument_names(self.fn, len(args))) if i not in static]
+            specs = [spec_of(a, f"argument {n} of {function_name(self.fn)}") for n, a in zip(names, arrays)]
             program = Program(self.fn, specs, static=static, grad_argnums=self.grad_argnums,
                               backend=self.backend, with_value=self.with_value, has_aux=self.has_aux)
             self.cache[key] = program
@@ -275,13 +302,16 @@ class _PerSignature:
         """Inside another trace: build this function's graph and splice it in."""
         static = {i: a for i, a in enumerate(args) if not isinstance(a, Tensor)}
         tensors = [a for a in args if isinstance(a, Tensor)]
-        graph = trace(self.fn, *[t.spec for t in tensors], static=static)
+        traced = graph = trace(self.fn, *[t.spec for t in tensors], static=static)
         aux = self._aux_count(graph)
         if self.grad_argnums is not None:
             graph = timed("autodiff", grad_graph, graph,
                           _positions(graph.name, len(graph.inputs), static, self.grad_argnums),
                           with_value=self.with_value, has_aux=self.has_aux)
         env = replay(graph, tensors)
+        # the traced graph's label checks hold in the outer trace: on the tensors its inputs are
+        # bound to (after autodiff, the only nodes the traced and the spliced graphs share)
+        record_checks(traced, {**dict(zip(traced.inputs, tensors)), **env})
         return _package([env[o] for o in graph.outputs], graph.returns_tuple, self.grad_argnums, self.with_value,
                         aux)
 

@@ -46,7 +46,7 @@ def dump(compiled, directory, kernels=None, extra=(), launch_configs=(), params=
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, text)
         written.append(path)
-    return written + render(compiled, directory, kernels=kernels, quiet=True, params=params)
+    return written + render(compiled, directory, kernels=kernels, params=params)
 
 
 def render(compiled, directory, kernels=None, fmt="svg", collapse="auto", quiet=False, params=()):

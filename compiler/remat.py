@@ -2,7 +2,7 @@
 
 The backward reads values the forward computed (see `compiler.saved`), and each one stays
 in memory from the forward until the backward's last read. Some are cheaper to compute
-again than to keep: relu's mask `gt(x, 0.0)` and its output `where(mask, x, 0.0)` can both
+again than to keep: relu's mask `le(x, 0.0)` and its output `where(mask, 0.0, x)` can both
 be recomputed from x, so only x is kept; cross_entropy's one-hot matrix can be rebuilt from
 the integer labels. This pass trades such memory for a little arithmetic.
 

@@ -21,7 +21,9 @@ Four views of one training step, drawn with one visual language:
 Large graphs: `collapse=` draws every call of a composite or a layer (its scope, e.g. all
 the primitives of one batch_norm) as one double-rimmed box; `expand=` names scopes to keep
 open. "auto" collapses graphs of more than AUTO_COLLAPSE ops. Without graphviz's `dot`
-program, `render` writes the .dot text and says how to install graphviz; it never crashes.
+program (`find_dot`, the one place that looks for it; $CHAINRULE_DOT=none pretends it is
+missing), `render` writes the .dot text and says, once per process, how to install graphviz;
+it never crashes.
 """
 from __future__ import annotations
 
@@ -342,8 +344,8 @@ def seed_takers(joint):
     if takers:
         return takers
     carries = set()              # backward values that carry the gradient (a view of a forward value does not)
-    for n in backward:
-        if n.op not in VIEW_OPS or any(i in carries for i in n.inputs):
+    for n in backward:            # a constant carries none (1 / count: the seed enters the div reading it)
+        if n.op != "const" and (n.op not in VIEW_OPS or any(i in carries for i in n.inputs)):
             carries.add(n)
     return [n for n in backward if n in carries and n.op not in ("gt", "ge", "lt", "le", "eq", "ne")
             and any(i.op != "const" for i in n.inputs) and not any(i in carries for i in n.inputs)]
@@ -428,10 +430,27 @@ def _bytes(n):
 
 # -- writing files ------------------------------------------------------------------------------
 
+DOT_PROGRAM = "CHAINRULE_DOT"     # environment: the graphviz program to lay pictures out with; "none": no pictures
+INSTALL_GRAPHVIZ = ("Install graphviz to get the pictures (Debian/Ubuntu: apt-get install graphviz; macOS: brew install "
+                    "graphviz; conda: conda install -c conda-forge graphviz), or paste a .dot file into an online "
+                    "graphviz viewer")
+_told_to_install = False          # the install advice is printed once per process, not once per picture
+
+
+def find_dot():
+    """The graphviz `dot` program that lays out every picture, or None when there is none.
+    The one place that looks for it, so that all the pictures (files, Jupyter, the CLI, the
+    tutorials) fall back together: $CHAINRULE_DOT names the program (`none`: behave as if
+    graphviz were missing, to see or test the fallback), else `dot` on PATH."""
+    chosen = os.environ.get(DOT_PROGRAM, "dot")
+    return None if chosen.strip().lower() == "none" else shutil.which(chosen)
+
+
 def render_dot(text, path, quiet=False):
     """Write DOT text to path; the format comes from the suffix (svg, png, pdf or dot).
-    Returns the path written: the .dot file when graphviz's `dot` program is missing (with a
-    message saying how to install it) or fails."""
+    Returns the path written: the .dot file when graphviz's `dot` program is missing (the
+    first time, with a message saying how to install it; never with quiet=True) or fails
+    (with dot's error)."""
     fmt = os.path.splitext(path)[1].lstrip(".").lower()
     if fmt not in FORMATS:
         raise ValueError(f"render: cannot tell the format from {path!r}; use a name ending in "
@@ -442,23 +461,42 @@ def render_dot(text, path, quiet=False):
     if fmt == "dot":
         write_atomic(dot_path, text.encode())
         return dot_path
-    svg = to_image(text, fmt)
-    if svg is None:
+    try:
+        image = to_image(text, fmt)
+    except RuntimeError as failure:
+        write_atomic(dot_path, text.encode())
+        print(f"chainrule: {failure}; {dot_path} was written instead of {path}")
+        return dot_path
+    if image is None:
         write_atomic(dot_path, text.encode())
         if not quiet:
-            print(f"chainrule: graphviz's `dot` program is not installed, so {dot_path} was written instead of "
-                  f"{path}. Install it (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz) "
-                  f"or paste the .dot file into an online graphviz viewer.")
+            _advise_install(dot_path, path)
         return dot_path
-    write_atomic(path, svg)
+    write_atomic(path, image)
     return path
 
 
+def _advise_install(dot_path, wanted):
+    """Say, once per process, that pictures come out as .dot files and how to get graphviz."""
+    global _told_to_install
+    if _told_to_install:
+        return
+    _told_to_install = True
+    chosen = os.environ.get(DOT_PROGRAM)
+    missing = ("graphviz's `dot` program is not installed" if chosen is None
+               else f"${DOT_PROGRAM}=none turns graphviz off" if chosen.strip().lower() == "none"
+               else f"${DOT_PROGRAM}={chosen!r} names no program")
+    print(f"chainrule: {missing}, so {dot_path} was written instead of {wanted} (and every picture "
+          f"after it is written as its .dot source too). {INSTALL_GRAPHVIZ}.")
+
+
 def to_image(text, fmt="svg"):
-    """DOT text laid out by graphviz's `dot`, as bytes of `fmt`; None without `dot`."""
-    if shutil.which("dot") is None:
+    """DOT text laid out by graphviz's `dot`, as bytes of `fmt`; None without `dot`
+    (find_dot). Raises RuntimeError, with dot's message, when dot fails."""
+    dot = find_dot()
+    if dot is None:
         return None
-    result = subprocess.run(["dot", f"-T{fmt}"], input=text.encode(), capture_output=True, check=False)
+    result = subprocess.run([dot, f"-T{fmt}"], input=text.encode(), capture_output=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"render: dot failed: {result.stderr.decode(errors='replace').strip()}")
     return result.stdout

@@ -195,7 +195,7 @@ def main():
     os.makedirs(IMAGES, exist_ok=True)
     for name, text in pictures(step).items():
         write(os.path.join(IMAGES, f"{name}.dot"), text)
-        render_dot(text, os.path.join(IMAGES, f"{name}.svg"), quiet=True)
+        render_dot(text, os.path.join(IMAGES, f"{name}.svg"))     # without graphviz: says the .svg is not redrawn
     plot_memory(step.program.memory, os.path.join(IMAGES, "walkthrough_memory.svg"))
     write(OUT, render(step))
     print(f"wrote {OUT} and {IMAGES}/walkthrough_*")

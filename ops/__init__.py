@@ -42,27 +42,13 @@ def _attach_tensor_methods():
     T.mT = property(lambda a: F.transpose(a, -2, -1))
     T.reshape = lambda a, *shape: F.reshape(a, F._shape_arg(shape))
     T.view = T.reshape
-    T.flatten = lambda a, start_dim=0, end_dim=-1: F.flatten(a, start_dim, end_dim)
-    T.transpose = lambda a, dim0, dim1: F.transpose(a, dim0, dim1)
     T.permute = lambda a, *dims: F.permute(a, F._shape_arg(dims))
-    T.unsqueeze = lambda a, dim: F.unsqueeze(a, dim)
-    T.squeeze = lambda a, dim=None: F.squeeze(a, dim)
     T.expand = lambda a, *sizes: F.broadcast_to(a, F._shape_arg(sizes))
-    T.sum = lambda a, dim=None, keepdim=False, dtype=None: F.sum(a, dim, keepdim, dtype=dtype)
-    T.mean = lambda a, dim=None, keepdim=False, dtype=None: F.mean(a, dim, keepdim, dtype=dtype)
-    T.amax = lambda a, dim=(), keepdim=False: F.amax(a, dim, keepdim)
-    T.amin = lambda a, dim=(), keepdim=False: F.amin(a, dim, keepdim)
-    T.argmax = lambda a, dim=None, keepdim=False: F.argmax(a, dim, keepdim)
-    T.var = lambda a, dim=None, *, correction=1, keepdim=False: F.var(a, dim, correction=correction, keepdim=keepdim)
-    T.std = lambda a, dim=None, *, correction=1, keepdim=False: F.std(a, dim, correction=correction, keepdim=keepdim)
-    T.matmul = lambda a, b: F.matmul(a, b)
-    T.pow = lambda a, b: F.pow(a, b)
-    T.clamp = lambda a, min=None, max=None: F.clamp(a, min, max)
-    for name in ("exp", "log", "sqrt", "abs", "neg", "relu", "sigmoid", "tanh", "detach"):
+    # methods that are the functional op itself: x.sum(axis=0) gets the op's own argument check
+    for name in ("flatten", "transpose", "unsqueeze", "squeeze", "sum", "mean", "amax", "amin", "argmax", "var",
+                 "std", "matmul", "pow", "clamp", "softmax", "log_softmax", "exp", "log", "sqrt", "abs", "neg",
+                 "relu", "sigmoid", "tanh", "detach", "to"):
         setattr(T, name, getattr(F, name))
-    T.softmax = lambda a, dim: F.softmax(a, dim)
-    T.log_softmax = lambda a, dim: F.log_softmax(a, dim)
-    T.to = lambda a, dtype: F.to(a, dtype)
     T.float = lambda a: F.to(a, "float32")
     T.double = lambda a: F.to(a, "float64")
     T.long = lambda a: F.to(a, "int64")
@@ -75,3 +61,14 @@ from . import layers  # noqa: E402  (Keras/PyTorch-style layers: `from ops impor
 __all__ = ["Spec", "Tensor", "spec", "scope", "functional", "primitives", "PRIMITIVES", "layers"] + \
     list(_functional_names)
 __all__ += ["optim"]
+
+
+def __getattr__(name):
+    """`O.softmaxx` names the closest ops instead of a bare AttributeError."""
+    if name.startswith("__"):
+        raise AttributeError(f"module 'ops' has no attribute {name!r}")
+    for module in (layers, optim):          # O.Dense: it is O.layers.Dense
+        if name in module.__all__:
+            raise errors.unknown_name("ops", name, module.__all__, "docs/ops.md",
+                                      close=[f"{module.__name__.replace('ops', 'O', 1)}.{name}"])
+    raise errors.unknown_name("ops", name, __all__, "docs/ops.md")

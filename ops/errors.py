@@ -6,7 +6,9 @@ the traceback of a traced program mostly shows chainrule's insides.
 """
 from __future__ import annotations
 
-from .source import source_text
+import difflib
+
+from .source import capture_source, source_text
 
 
 class ChainruleError(Exception):
@@ -44,3 +46,24 @@ class GradientError(ChainruleError, ValueError):
 
 class BackendError(ChainruleError, RuntimeError):
     """A backend that is unknown or not available here."""
+
+
+class TracedValueError(ArgumentError):
+    """A traced tensor used as if it had a value: Python control flow (`if`, `float()`,
+    `len()`, iteration) or a NumPy function on it. Tracing records ops; values come later."""
+
+
+class UnknownNameError(ChainruleError, AttributeError):
+    """A name the DSL does not have (`O.softmaxx`, `L.Dens`): the message names the closest ones."""
+
+
+def unknown_name(owner, name, names, listed_in, close=None):
+    """The error for `owner.name` that does not exist, suggesting the closest of `names`
+    (a module's `__getattr__` raises it; an AttributeError, so `hasattr` and
+    `from ops import submodule` still work)."""
+    if close is None:       # case-blind: L.Gelu finds GELU
+        by_lower = {n.lower(): n for n in sorted(set(names))}
+        close = [by_lower[n] for n in difflib.get_close_matches(name.lower(), by_lower, n=3, cutoff=0.6)]
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UnknownNameError(f"{owner} has no {name!r}{hint} (all of them are listed in {listed_in})",
+                            source=capture_source())

@@ -1,9 +1,12 @@
 """The reference evaluator: a graph run node by node with each primitive's NumPy code.
 
 It is slow and exact (in float64 it is the yardstick every compiled kernel is checked
-against). Each result is checked against the shape and dtype the tracer promised, and an
-intermediate is freed after its last use, as a real runtime would. `eager` runs a DSL
-function on NumPy arrays this way (a layer or an optimizer called outside a trace).
+against). Each input's dtype is checked as `Program.run` checks it (ops/trace.py:
+as_input); every check the tracer recorded on the graph runs on the value it names, an
+input or a computed one (class labels: ops/trace.py LabelCheck); each result is checked
+against the shape and dtype the tracer promised; and an intermediate is freed after its last
+use, as a real runtime would. `eager` runs a DSL function on NumPy arrays this way (a layer
+or an optimizer called outside a trace).
 """
 from __future__ import annotations
 
@@ -11,8 +14,7 @@ import numpy as np
 
 from .errors import ChainruleError
 from .primitive import REGISTRY
-from .trace import default_dtype, trace
-from .tensor import Spec
+from .trace import as_input, trace
 
 
 def run_graph(graph, args):
@@ -36,7 +38,12 @@ def _run(graph, args, keep_all):
         if value.shape != node.shape:
             raise ChainruleError(f"{graph.name}: input {node.name} has shape {value.shape}, the graph was traced "
                                  f"for {node.shape}")
-        values[node] = value.astype(node.dtype, copy=False)
+        values[node] = as_input(value, node.dtype, f"input {node.name} of {graph.name}")
+    checks = {}
+    for check in graph.checks:
+        checks.setdefault(check.node, []).append(check)
+    for node in graph.inputs:
+        _verify(checks, node, values[node])
     last_use = {}
     for step, node in enumerate(graph.nodes):
         for i in node.inputs:
@@ -47,10 +54,16 @@ def _run(graph, args, keep_all):
             if node.op == "input":
                 continue
             values[node] = _evaluate(node, [values[i] for i in node.inputs])
+            _verify(checks, node, values[node])
             for i in set(node.inputs):
                 if last_use[i] == step and i not in keep and not keep_all:
                     del values[i]
     return values
+
+
+def _verify(checks, node, value):
+    for check in checks.get(node, ()):
+        check.verify(value, f"target {node.name}" if node.op == "input" else "the target")
 
 
 def _evaluate(node, inputs):
@@ -79,5 +92,5 @@ class eager:
         key = tuple((a.shape, a.dtype.str) for a in arrays)
         graph = self.graphs.get(key)
         if graph is None:
-            graph = self.graphs[key] = trace(self.fn, *[Spec(a.shape, default_dtype(a.dtype)) for a in arrays])
+            graph = self.graphs[key] = trace(self.fn, *arrays)      # each array's shape and dtype
         return run_graph(graph, arrays)

@@ -26,12 +26,18 @@ class Reduction:
     numpy: the ufunc that combines two partial results (its `.reduce` is the reduction).
     triton: the Triton function that reduces a block along an axis.
     accumulate: the Triton statement that adds one block's result into a running one.
+    helper: the source lines of `triton` when it is not Triton's own (written into the
+        kernel's file by the code generator), else ().
+
+    NaN: a max, like NumPy's and torch's, is NaN when any element is, and an argmax points at
+    the first NaN. Triton's tl.max and tl.argmax skip NaN, so both are helpers here.
     """
 
     name: str
     numpy: object
     triton: str
     accumulate: str | None
+    helper: tuple = ()
 
     def identity_of(self, dtype):
         if self.numpy is np.add:
@@ -45,10 +51,41 @@ class Reduction:
 
 # Every primitive of the reduction family. argmax combines (value, index) pairs: its running
 # step is written out by codegen/reduction.py (the first max wins a tie, as torch).
+_MAX_WITH_NAN = (
+    "@triton.jit",
+    "def _maximum_with_nan(a, b):",
+    "    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)",
+    "",
+    "",
+    "@triton.jit",
+    "def max_with_nan(x, axis: tl.constexpr):",
+    "    # tl.max skips NaN; torch's max is NaN when any element is",
+    "    return tl.reduce(x, axis, _maximum_with_nan)",
+)
+
+_ARGMAX_WITH_NAN = (
+    "@triton.jit",
+    "def _first_max(value1, index1, value2, index2):",
+    "    # NaN is larger than anything; among equals (or NaNs) the lower index wins, as torch",
+    "    nan1 = value1 != value1",
+    "    nan2 = value2 != value2",
+    "    equal = (value1 == value2) | (nan1 & nan2)",
+    "    first = (value1 > value2) | (nan1 & ~nan2) | (equal & (index1 < index2))",
+    "    return tl.where(first, value1, value2), tl.where(first, index1, index2)",
+    "",
+    "",
+    "@triton.jit",
+    "def argmax_with_nan(x, axis: tl.constexpr):",
+    "    # (the max, its first index) along an axis of a 2-D block; tl.argmax skips NaN",
+    "    index = tl.broadcast_to(tl.expand_dims(tl.arange(0, x.shape[axis]), 1 - axis), x.shape)",
+    "    return tl.reduce((x, index), axis, _first_max)",
+)
+
 REDUCTIONS = {
     "reduce_sum": Reduction("reduce_sum", np.add, "tl.sum", "{acc} += {block}"),
-    "reduce_max": Reduction("reduce_max", np.maximum, "tl.max", "{acc} = tl.maximum({acc}, {block})"),
-    "argmax": Reduction("argmax", np.maximum, "tl.argmax", None),
+    "reduce_max": Reduction("reduce_max", np.maximum, "max_with_nan",
+                            "{acc} = tl.maximum({acc}, {block}, propagate_nan=tl.PropagateNan.ALL)", _MAX_WITH_NAN),
+    "argmax": Reduction("argmax", np.maximum, "argmax_with_nan", None, _ARGMAX_WITH_NAN),
 }
 
 # The reductions a row kernel fuses with its pointwise neighbours (compiler/fusion.py).

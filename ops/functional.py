@@ -22,6 +22,7 @@ from . import primitives as P
 from .dtypes import FLOATS, INTS, is_float, normalize, promote
 from .primitive import constant
 from .tensor import Tensor
+from .trace import require_labels
 
 _HINTS = {"axis": "dim", "axes": "dim", "keepdims": "keepdim", "ddof": "correction", "unbiased": "correction",
           "kernel": "kernel_size", "strides": "stride", "x": "input", "a": "input", "training_mode": "training"}
@@ -152,7 +153,8 @@ def pow(input, exponent):
     if isinstance(exponent, numbers.Number) and not isinstance(input, Tensor):
         raise _fail(ArgumentError, "pow", "needs at least one tensor")
     if not isinstance(input, Tensor):
-        input = _tensor(float(input), dtype=exponent.dtype if is_float(exponent.dtype) else "float32")
+        base = float(input) if isinstance(input, numbers.Number) else input     # a number or a NumPy array
+        input = _tensor(base, dtype=exponent.dtype if is_float(exponent.dtype) else "float32")
     return P.pow(input, exponent)
 
 
@@ -233,7 +235,9 @@ def to(input, dtype):
 
 @op
 def relu(input, inplace=False):
-    return P.where(P.gt(input, 0), input, 0)
+    # `x <= 0`, not `x > 0`: NaN compares false, so it comes through as NaN (and its gradient
+    # passes, as torch's); where(x > 0, x, 0) would turn it into a silent 0
+    return P.where(P.le(input, 0), 0, input)
 
 
 @op
@@ -260,6 +264,8 @@ def _softmax_dim(input, dim, op_name):
 def _shifted(input, dim):
     """x - max(x): the same softmax, and exp can no longer overflow. The max is a constant
     for the gradient (softmax does not change when every input moves by the same amount)."""
+    if input.shape[dim] == 0:        # nothing to shift (and no max): the empty result as it is
+        return input
     return input - P.detach(P.reduce_max(input, dims=(dim,), keepdim=True))
 
 
@@ -283,8 +289,12 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
 def logsumexp(input, dim, keepdim=False):
     input = _float(input)
     dims = _dims(dim, input.ndim, "logsumexp")
-    m = P.detach(P.reduce_max(input, dims=dims, keepdim=True))
-    out = m + P.log(P.reduce_sum(P.exp(input - m), dims=dims, keepdim=True))
+    if any(input.shape[d] == 0 for d in dims):     # log of an empty sum: -inf, as torch (no max to shift by)
+        out = P.log(P.reduce_sum(P.exp(input), dims=dims, keepdim=True))
+    else:
+        m = P.detach(P.reduce_max(input, dims=dims, keepdim=True))
+        m = P.where(P.eq(P.abs(m), math.inf), 0.0, m)      # as torch: an infinite max shifts by 0 (inf - inf is NaN)
+        out = m + P.log(P.reduce_sum(P.exp(input - m), dims=dims, keepdim=True))
     return out if keepdim else P.reshape(out, shape=tuple(d for i, d in enumerate(input.shape) if i not in dims))
 
 
@@ -317,6 +327,9 @@ def amin(input, dim=(), keepdim=False):
 @op
 def argmax(input, dim=None, keepdim=False):
     if dim is None:
+        if input.numel() == 0:
+            raise _fail(ShapeError, "argmax", f"Expected reduction dim to be specified for input.numel() == 0: "
+                        f"the input {tuple(input.shape)} has no elements")
         flat = P.argmax(P.reshape(input, shape=(input.numel(),)), dim=0, keepdim=False)
         return P.reshape(flat, shape=(1,) * input.ndim) if keepdim else flat
     return P.argmax(input, dim=_dim(dim, input.ndim, "argmax"), keepdim=keepdim)
@@ -554,9 +567,17 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 # -- pooling -------------------------------------------------------------------------------------
 
-def _window_args(op_name, input, kernel_size, stride, padding, dilation=1, ceil_mode=False):
+def _check_pool_input(op_name, input):
+    """An [N, C, H, W] input whose C, H and W are not empty (N may be 0), as torch asks of a pool."""
     if input.ndim != 4:
         raise _fail(ShapeError, op_name, f"expects an input [N, C, H, W], got shape {input.shape}")
+    if 0 in input.shape[1:]:
+        raise _fail(ShapeError, op_name, f"expects non-empty C, H and W (only the batch may be empty), "
+                                         f"got shape {input.shape}")
+
+
+def _window_args(op_name, input, kernel_size, stride, padding, dilation=1, ceil_mode=False):
+    _check_pool_input(op_name, input)
     if ceil_mode:
         raise _fail(ArgumentError, op_name, "ceil_mode=True is not supported")
     kernel = _pair(kernel_size, "kernel_size", op_name)
@@ -579,8 +600,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     window = _window_args("avg_pool2d", input, kernel_size, stride, padding, 1, ceil_mode)
+    if divisor_override == 0:      # not "no override": torch refuses it too
+        raise _fail(ArgumentError, "avg_pool2d", "divisor_override must not be zero, got divisor_override=0")
     total = P.window_sum(input, **window)
-    if divisor_override:
+    if divisor_override is not None:
         return total / divisor_override
     if count_include_pad or window["padding"] == (0, 0):
         return total / math.prod(window["kernel_size"])
@@ -591,12 +614,16 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 
 @op
 def adaptive_avg_pool2d(input, output_size):
-    if input.ndim != 4:
-        raise _fail(ShapeError, "adaptive_avg_pool2d", f"expects an input [N, C, H, W], got shape {input.shape}")
-    h, w = input.shape[2:]
+    _check_pool_input("adaptive_avg_pool2d", input)
+    n, c, h, w = input.shape
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:    # None keeps that size, as in torch
-        output_size = tuple(n if o is None else o for o, n in zip(output_size, (h, w)))
+        output_size = tuple(size if o is None else o for o, size in zip(output_size, (h, w)))
     oh, ow = _pair(output_size, "output_size", "adaptive_avg_pool2d") if output_size is not None else (h, w)
+    if oh < 0 or ow < 0:
+        raise _fail(ArgumentError, "adaptive_avg_pool2d", f"output_size must be non-negative, got {(oh, ow)}")
+    if oh == 0 or ow == 0:      # an empty result, as torch: cut it from a non-empty one
+        whole = broadcast_to(mean(input, (2, 3), keepdim=True), (n, c, max(oh, 1), max(ow, 1)))
+        return whole[:, :, :oh, :ow]
     if (oh, ow) == (1, 1):
         return mean(input, (2, 3), keepdim=True)
     if h % oh == 0 and w % ow == 0:
@@ -686,7 +713,9 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None):
     if isinstance(seed, numbers.Integral):       # a constant of the graph; on NumPy arrays, an array
         seed = constant(int(seed), "int64") if isinstance(input, Tensor) else np.asarray(int(seed), np.int64)
     keep = P.ge(P.rand(seed, shape=input.shape), p)
-    return P.where(keep, input * (1.0 / (1.0 - p)), 0.0)
+    # a dropped element is input · 0, as torch's input · mask / (1-p): a NaN (or inf) stays NaN, not a silent 0;
+    # a where, not a product with a float mask, so that the backward keeps only the bool mask
+    return P.where(keep, input * (1.0 / (1.0 - p)), input * 0.0)
 
 
 # -- losses ---------------------------------------------------------------------------------------
@@ -708,6 +737,7 @@ def one_hot(tensor, num_classes=-1):
                                               "when the graph is built")
     if tensor.dtype not in INTS:
         raise _fail(DTypeError, "one_hot", f"expects integer class indices, got {tensor.dtype}")
+    require_labels(tensor, num_classes, None, "one_hot")       # a value out of range has no column: refuse it
     shape = tensor.shape + (num_classes,)
     classes = P.iota(shape=shape, dim=len(shape) - 1, dtype=tensor.dtype)
     return P.cast(P.eq(P.reshape(tensor, shape=tensor.shape + (1,)), classes), dtype="int64")
@@ -717,56 +747,99 @@ def one_hot(tensor, num_classes=-1):
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
     """-log softmax(input)[target], averaged. input [N, C] or [N, C, d1, ...]; target holds
-    class indices [N, d1, ...] (integers) or class probabilities shaped like input."""
+    class indices [N, d1, ...] (integers in [0, C), or ignore_index: those positions count
+    neither in the sum nor in the mean, as in torch) or class probabilities shaped like input.
+    A class index out of range is an error when the labels enter the program."""
     input = _float(input)
-    if input.ndim < 1:
-        raise _fail(ShapeError, "cross_entropy", f"expects input [N, C] or [C], got shape {input.shape}")
-    class_dim = 1 if input.ndim >= 2 else 0
+    class_dim = _class_dim(input, "cross_entropy")
     classes = input.shape[class_dim]
     logp = log_softmax(input, class_dim)
-    if weight is not None and tuple(weight.shape) != (classes,):
-        raise _fail(ShapeError, "cross_entropy", f"weight has shape {weight.shape}, expected ({classes},)")
-    w_shape = (1,) * class_dim + (classes,) + (1,) * (input.ndim - class_dim - 1)
     target = _tensor(target)
-    if target.dtype in FLOATS:                       # class probabilities
-        if target.shape != input.shape:
-            expected = input.shape[:class_dim] + input.shape[class_dim + 1:]
-            raise _fail(ShapeError, "cross_entropy", f"target must hold integer class indices of shape {expected} "
-                                                     f"or float probabilities of shape {input.shape}; got "
-                                                     f"{target.dtype} of shape {target.shape}")
-        if label_smoothing:
-            target = target * (1 - label_smoothing) + label_smoothing / classes
-        if weight is not None:
-            logp = logp * reshape(weight, w_shape)
-        loss = -sum(logp * target, class_dim)
-        return _reduce(loss, reduction, "cross_entropy", None if reduction != "mean" else
-                       constant(float(math.prod(loss.shape)), input.dtype))
+    if target.dtype not in FLOATS or target.shape != input.shape:
+        return _class_index_loss(logp, target, weight, ignore_index, reduction, label_smoothing, "cross_entropy")
+    _check_class_weight(weight, classes, "cross_entropy")
+    w_shape = (1,) * class_dim + (classes,) + (1,) * (input.ndim - class_dim - 1)
+    if label_smoothing:                              # class probabilities
+        target = target * (1 - label_smoothing) + label_smoothing / classes
+    if weight is not None:
+        logp = logp * reshape(weight, w_shape)
+    loss = -sum(logp * target, class_dim)
+    return _reduce(loss, reduction, "cross_entropy", None if reduction != "mean" else
+                   constant(float(math.prod(loss.shape)), input.dtype))
+
+
+@op
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+    """-input[target], averaged: the negative log likelihood of log-probabilities (what
+    log_softmax gives). input [N, C] or [N, C, d1, ...]; target holds class indices [N, d1, ...]
+    (integers in [0, C), or ignore_index: those positions count neither in the sum nor in the
+    mean). A class index out of range is an error when the labels enter the program."""
+    input = _float(input)
+    _class_dim(input, "nll_loss")
+    return _class_index_loss(input, _tensor(target), weight, ignore_index, reduction, 0.0, "nll_loss")
+
+
+def _class_dim(input, op_name):
+    if input.ndim < 1:
+        raise _fail(ShapeError, op_name, f"expects input [N, C] or [C], got shape {input.shape}")
+    return 1 if input.ndim >= 2 else 0
+
+
+def _check_class_weight(weight, classes, op_name):
+    if weight is not None and tuple(weight.shape) != (classes,):
+        raise _fail(ShapeError, op_name, f"weight has shape {weight.shape}, expected ({classes},)")
+
+
+def _check_class_indices(logp, target, ignore_index, op_name):
+    """Integer labels of the right shape, recorded for the host-side range check
+    (ops/trace.py: require_labels), or an error that says what is wrong with them."""
+    class_dim = _class_dim(logp, op_name)
+    expected = logp.shape[:class_dim] + logp.shape[class_dim + 1:]
+    probabilities = (f"; float targets are class probabilities, of the input's shape {logp.shape}"
+                     if op_name == "cross_entropy" else "")
+    if target.dtype in FLOATS and probabilities and target.shape != expected:      # neither kind of target
+        raise _fail(ShapeError, op_name, f"target must hold integer class indices of shape {expected} "
+                                         f"or float probabilities of shape {logp.shape}; got "
+                                         f"{target.dtype} of shape {target.shape}")
     if target.dtype not in INTS:
-        raise _fail(DTypeError, "cross_entropy", f"target must hold integer class indices (int64) or float "
-                                                 f"probabilities, got {target.dtype}")
-    expected = input.shape[:class_dim] + input.shape[class_dim + 1:]
+        raise _fail(DTypeError, op_name, f"target must hold integer class indices (int64), got {target.dtype} "
+                                         f"of shape {target.shape}{probabilities}")
     if target.shape != expected:
-        raise _fail(ShapeError, "cross_entropy", f"input of shape {input.shape} needs a target of shape "
-                                                 f"{expected}, got {target.shape}")
+        raise _fail(ShapeError, op_name, f"input of shape {logp.shape} needs a target of shape "
+                                         f"{expected}, got {target.shape}")
+    if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
+        raise _fail(ArgumentError, op_name, f"ignore_index must be an int, got {ignore_index!r}")
+    require_labels(target, logp.shape[class_dim], int(ignore_index), op_name)
+
+
+def _class_index_loss(logp, target, weight, ignore_index, reduction, label_smoothing, op_name):
+    """-logp[target] per position (weighted, label-smoothed), positions whose target is
+    ignore_index masked out of the sum and of the mean's count, as torch does."""
+    _check_class_indices(logp, target, ignore_index, op_name)
+    class_dim = _class_dim(logp, op_name)
+    classes = logp.shape[class_dim]
+    _check_class_weight(weight, classes, op_name)
+    w_shape = (1,) * class_dim + (classes,) + (1,) * (logp.ndim - class_dim - 1)
     onehot = P.cast(P.eq(unsqueeze(target, class_dim), P.iota(shape=target.shape[:class_dim] + (classes,) + target.shape[class_dim:],
-                                                               dim=class_dim, dtype=target.dtype)), dtype=input.dtype)
-    # A label equal to an ignore_index outside [0, C) would be out of range, an error in
-    # torch; so only an ignore_index that is a real class needs a mask.
-    masked = 0 <= ignore_index < classes
-    valid = P.cast(P.ne(target, ignore_index), dtype=input.dtype) if masked else None
+                                                               dim=class_dim, dtype=target.dtype)), dtype=logp.dtype)
+    # An ignore_index that is a class needs a mask of the positions that count. Any other matches
+    # no class: its one-hot row is all zeros, and with it -logp[target] and the weight.
+    in_range = 0 <= ignore_index < classes
+    kept = P.cast(P.ne(target, ignore_index), dtype=logp.dtype) if in_range else None
     w = sum(onehot * reshape(weight, w_shape), class_dim) if weight is not None else None
     nll = -sum(logp * onehot, class_dim)
-    if label_smoothing:
+    loss = nll * w if w is not None else nll
+    if label_smoothing:                              # the smoothing term is not zero at an ignored position
         smooth = -(sum(logp * reshape(weight, w_shape), class_dim) if weight is not None else sum(logp, class_dim))
-        loss = (1 - label_smoothing) * nll * (w if w is not None else 1.0) + label_smoothing / classes * smooth
-    else:
-        loss = nll * w if w is not None else nll
-    if masked:
-        loss = loss * valid
-    if reduction == "mean" and (masked or w is not None):
-        total = w * valid if masked and w is not None else valid if masked else w
-        return sum(loss) / sum(total)
-    return _reduce(loss, reduction, "cross_entropy")
+        loss = (1 - label_smoothing) * loss + label_smoothing / classes * smooth
+        kept = kept if kept is not None else sum(onehot, class_dim)
+    if kept is not None:
+        loss = loss * kept
+    if reduction != "mean":
+        return _reduce(loss, reduction, op_name)
+    # the mean's count: the positions kept (weighted), so an ignored one counts in neither sum
+    count = w if w is not None else kept if kept is not None else sum(onehot, class_dim)   # per row: fuses with nll
+    return sum(loss) / sum(count * kept if in_range and w is not None else count)
 
 
 @op
@@ -816,10 +889,145 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if target.shape != input.shape:
         raise _fail(ShapeError, "binary_cross_entropy_with_logits", f"target of shape {target.shape} must match "
                                                                     f"the input's shape {input.shape}")
-    softplus_neg = P.log(1.0 + P.exp(-abs(input))) + relu(-input)          # log(1 + e^-z), stably
+    # log(1 + e^-z), stably: each side of 0 exponentiates only a value ≤ 0. Written per side
+    # (not as log(1 + e^-|z|) + relu(-z)) so that the derivative at z = 0 is -σ(0) = -1/2, as
+    # torch's: the kinks of |z| and relu would both contribute 0 there.
+    negative = P.lt(input, 0.0)
+    below, above = P.where(negative, input, 0.0), _where_not(negative, input)
+    softplus_neg = P.where(negative, P.log(1.0 + P.exp(below)) - below, P.log(1.0 + P.exp(-above)))
     log_weight = 1.0 if pos_weight is None else 1.0 + (_tensor(pos_weight, input.dtype) - 1.0) * target
     loss = (1.0 - target) * input + log_weight * softplus_neg
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
 
+
+
+# -- more activations (torch.nn.functional's), composites of the primitives ----------------------
+# Each untaken branch of a `where` is fed a harmless value (`_where_not`), so that its gradient,
+# multiplied by the zero the where sends it, is 0 and never 0 · inf = NaN.
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _where_not(condition, input, fill=0.0):
+    """input where the condition is false, else `fill`: the operand of the other branch."""
+    return P.where(condition, fill, input)
+
+
+@op
+def erf(input):
+    """The error function 2/√π ∫₀ˣ e^(-t²) dt (torch.erf): one primitive, under gelu."""
+    return P.erf(_float(input))
+
+
+@op
+def gelu(input, approximate="none"):
+    """x · Φ(x), Φ the normal distribution's CDF: 0.5 x (1 + erf(x / √2)); approximate="tanh"
+    gives 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), as torch."""
+    if approximate not in ("none", "tanh"):
+        raise _fail(ArgumentError, "gelu", f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    x = _float(input)
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + P.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))))
+    return 0.5 * x * (1.0 + P.erf(x * math.sqrt(0.5)))
+
+
+@op
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + e^(βx)) / β, and x itself where βx > threshold (as torch: linear there)."""
+    if beta == 0:
+        raise _fail(ArgumentError, "softplus", "beta must not be 0 (softplus divides by it)")
+    x = _float(input)
+    bx = x * beta
+    linear = P.gt(bx, threshold)
+    return P.where(linear, x, P.log(1.0 + P.exp(_where_not(linear, bx))) / beta)
+
+
+def _exp_below_zero(x, positive, alpha, input_scale=1.0):
+    """alpha · (e^(x·input_scale) - 1) where x ≤ 0: the negative branch of elu, selu and celu."""
+    return alpha * (P.exp(_where_not(positive, x) * input_scale) - 1.0)
+
+
+@op
+def elu(input, alpha=1.0, inplace=False):
+    """x for x > 0, alpha · (e^x - 1) otherwise."""
+    x = _float(input)
+    positive = P.gt(x, 0.0)
+    return P.where(positive, x, _exp_below_zero(x, positive, alpha))
+
+
+@op
+def selu(input, inplace=False):
+    """scale · elu(x, alpha) with the self-normalizing constants of Klambauer et al. (torch's)."""
+    x = _float(input)
+    positive = P.gt(x, 0.0)
+    return _SELU_SCALE * P.where(positive, x, _exp_below_zero(x, positive, _SELU_ALPHA))
+
+
+@op
+def celu(input, alpha=1.0, inplace=False):
+    """x for x > 0, alpha · (e^(x/alpha) - 1) otherwise."""
+    if alpha == 0:
+        raise _fail(ArgumentError, "celu", "alpha must not be 0 (celu divides by it)")
+    x = _float(input)
+    positive = P.gt(x, 0.0)
+    return P.where(positive, x, _exp_below_zero(x, positive, alpha, 1.0 / alpha))
+
+
+@op
+def silu(input, inplace=False):
+    """x · sigmoid(x) (also called swish)."""
+    x = _float(input)
+    return x * P.sigmoid(x)
+
+
+@op
+def mish(input, inplace=False):
+    """x · tanh(softplus(x))."""
+    x = _float(input)
+    return x * P.tanh(softplus(x))
+
+
+@op
+def logsigmoid(input):
+    """log(sigmoid(x)), stable for any x: -log(1 + e^-x) for x ≥ 0, x - log(1 + e^x) below."""
+    x = _float(input)
+    nonnegative = P.ge(x, 0.0)
+    above, below = P.where(nonnegative, x, 0.0), _where_not(nonnegative, x)
+    return P.where(nonnegative, -P.log(1.0 + P.exp(-above)), below - P.log(1.0 + P.exp(below)))
+
+
+def _hard_clamp(x, min_val, max_val):
+    """x clamped to [min_val, max_val], with torch's hardtanh gradient: 0 at the bounds too."""
+    return P.where(P.le(x, min_val), min_val, P.where(P.ge(x, max_val), max_val, x))
+
+
+@op
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """x clamped to [min_val, max_val]; as torch, its gradient is 0 at the bounds too."""
+    if max_val < min_val:
+        raise _fail(ArgumentError, "hardtanh", f"max_val {max_val} must not be less than min_val {min_val}")
+    return _hard_clamp(_float(input), min_val, max_val)
+
+
+@op
+def relu6(input, inplace=False):
+    """min(max(x, 0), 6)."""
+    return _hard_clamp(_float(input), 0.0, 6.0)
+
+
+@op
+def hardsigmoid(input, inplace=False):
+    """relu6(x + 3) / 6: 0 below -3, 1 above 3, x/6 + 1/2 between."""
+    x = _float(input)
+    return _hard_clamp(x / 6.0 + 0.5, 0.0, 1.0)
+
+
+@op
+def hardswish(input, inplace=False):
+    """x · relu6(x + 3) / 6: 0 up to -3, x from 3 on (torch's gradient at ±3: 0 and 1). At -inf
+    it is 0, the limit; torch computes -inf · 0 there, NaN."""
+    x = _float(input)
+    return P.where(P.le(x, -3.0), 0.0, P.where(P.ge(x, 3.0), x, x * (x + 3.0) / 6.0))

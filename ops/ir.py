@@ -70,6 +70,7 @@ class Graph:
         self.name = name
         self.output_names = list(output_names) if output_names else None
         self.user_names = None      # a joint graph: the user's name of each input (x for primals_1)
+        self.checks = ()            # value checks the tracer recorded (ops/trace.py: LabelCheck)
 
     # -- views -------------------------------------------------------------------------
     def users(self):
@@ -167,6 +168,7 @@ class Trace:
 
     def __init__(self):
         self.nodes = []
+        self.checks = []            # value checks recorded while tracing (ops/trace.py: LabelCheck)
         self._next_id = 0
 
     def add(self, op, inputs, attrs, shape, dtype, name=None, source=None, scope=None, role=None):

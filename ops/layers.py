@@ -52,10 +52,11 @@ from collections import OrderedDict
 import numpy as np
 
 from ops import ir
-from ops.errors import ArgumentError, ChainruleError, ShapeError
+from ops.errors import ArgumentError, ChainruleError, ShapeError, unknown_name
 from ops.source import is_internal
 
 from . import functional as F
+from .dtypes import ORDER
 from .evaluate import eager
 from .tensor import Tensor
 
@@ -231,8 +232,9 @@ class Layer:
         return _shape(in_shape)
 
     def _shape_error(self, expected, got, why=""):
+        # no user frame on the stack (the `chainrule` command built the model): the layer's own line
         return ShapeError(f"{self!r} expects an input of shape {expected}, got {_batched(got)}{why}",
-                          op=self.name, source=ir.capture_source())
+                          op=self.name, source=ir.capture_source() or self.defined_at)
 
     def build(self, in_shape, rng=None):
         """Create the parameters (float32) and the state for inputs of `in_shape` (no batch
@@ -254,6 +256,21 @@ class Layer:
     @property
     def built(self):
         return self._built
+
+    @property
+    def trainable(self):
+        """Always True: a training step updates every parameter of the model."""
+        return True
+
+    @trainable.setter
+    def trainable(self, value):
+        # freezing is not built: accepting the flag would leave "frozen" weights training
+        if value is not True:
+            raise ArgumentError(f"{self.name}.trainable = {value!r}: freezing layers is not supported yet, and a "
+                                "training step trains every parameter. To keep a layer's weights fixed, "
+                                "differentiate only the others (C.value_and_grad(loss, argnums=...) with the "
+                                "positions of the parameters to train) and update those yourself",
+                                op=self.name, source=ir.capture_source())
 
     # -- running ------------------------------------------------------------------------------
     def call(self, params, state, x, training):
@@ -721,6 +738,11 @@ class Dropout(Layer):
 
 # -- containers ---------------------------------------------------------------------------------------------
 
+def _is_named_pair(value):
+    """A (name, array) pair as parameters() returns, passed where the array alone belongs."""
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
+
+
 def _layers(arg, what):
     if isinstance(arg, Layer):
         return [arg]
@@ -896,34 +918,81 @@ class Sequential(_Container):
 
     # -- flat lists, for compiled steps ---------------------------------------------------------------
     def parameters(self):
-        """[(qualified name, array)], in the order `apply` takes them: "conv2d.weight", ..."""
+        """[(qualified name, array)] pairs, in the order `apply` takes the arrays: "conv2d.weight",
+        ... (`apply` takes the arrays alone, [a for _, a in model.parameters()], or the dict
+        dict(model.parameters()))."""
         return list(self.params.items())
 
     def states(self):
-        """[(qualified name, array)] of the state, in the order `apply` takes and returns it."""
+        """[(qualified name, array)] pairs of the state, in the order `apply` takes and returns
+        the arrays."""
         return list(self.state.items())
 
     def set_parameters(self, arrays):
-        """Store new parameter arrays (a flat list in `parameters()` order, or a dict)."""
-        self._store_params(self._as_dict(arrays, self.param_names(), "parameters"))
+        """Store new parameter arrays (a flat list of arrays in `parameters()` order, or a dict by
+        qualified name). Every array is checked first against the parameter it replaces (its
+        shape, and a dtype of the same kind: float64 for float32 is allowed, an int is not); if
+        one does not fit, an ArgumentError names it and nothing changes."""
+        self._store_params(self.checked_parameters(arrays))
 
     def set_states(self, arrays):
-        """Store a new state (a flat list in `states()` order, as `apply` returns it, or a dict)."""
-        self._store_state(self._as_dict(arrays, self.state_names(), "state arrays"))
+        """Store a new state (a flat list of arrays in `states()` order, as `apply` returns it, or
+        a dict), checked first as set_parameters checks parameters."""
+        self._store_state(self.checked_states(arrays))
+
+    def checked_parameters(self, arrays):
+        """`arrays` (as set_parameters takes them) as a dict by qualified name, each array
+        checked against the parameter it would replace (see set_parameters); changes nothing."""
+        return self._checked(arrays, self.params, "parameter")
+
+    def checked_states(self, arrays):
+        """As checked_parameters, for the state."""
+        return self._checked(arrays, self.state, "state array")
+
+    def _checked(self, values, current, what):
+        """All of `values` checked before any is stored, so a wrong array cannot leave the model
+        half updated (a 64x10 weight where 10x64 is expected would fail only at a later call)."""
+        values = self._as_dict(values, list(current), what + "s")
+        unknown = [k for k in values if k not in current]
+        missing = [k for k in current if k not in values]
+        if unknown or missing:
+            raise ArgumentError(f"{self.name}: " + "; ".join(
+                f"{label} {what}{'s' if len(names) > 1 else ''} {', '.join(names)}"
+                for label, names in (("unknown", unknown), ("missing", missing)) if names)
+                + f"; its {what}s are {', '.join(current) or 'none'}; nothing was changed",
+                source=ir.capture_source())
+        checked = OrderedDict()
+        for name, old in current.items():
+            new = np.asarray(values[name])
+            # another float width is a choice (a float64 model for gradient checks); another kind is a mistake
+            if new.shape != old.shape or new.dtype.kind != old.dtype.kind or new.dtype.name not in ORDER:
+                kind = {"f": "float32 or float64", "i": "int32 or int64", "b": "bool"}[old.dtype.kind]
+                raise ArgumentError(f"{self.name}: {what} {name} must be {kind} of shape {old.shape} (it is "
+                                    f"{old.dtype}), got {new.dtype} of shape {new.shape}; nothing was changed",
+                                    source=ir.capture_source())
+            checked[name] = new
+        return checked
 
     def _as_dict(self, values, names, what):
         if isinstance(values, dict):
             return values
         values = list(values)
+        if any(_is_named_pair(v) for v in values):
+            pairs = "states" if what.startswith("state") else "parameters"
+            raise ArgumentError(f"{self.name} takes the {what} as arrays (a list in {pairs}() order, or a dict by "
+                                f"name), got the (name, array) pairs {pairs}() returns: pass [a for _, a in "
+                                f"model.{pairs}()] or dict(model.{pairs}())", source=ir.capture_source())
         if len(values) != len(names):
             raise ArgumentError(f"{self.name} takes {len(names)} {what} ({', '.join(names) or 'none'}), "
                                 f"got {len(values)}", source=ir.capture_source())
         return OrderedDict(zip(names, values))
 
     def apply(self, params, state, x, training=True):
-        """(y, new_state): the model on x, with `params` and `state` flat lists in the order of
-        `parameters()` and `states()` (arrays or traced Tensors), or dicts by qualified name.
-        new_state is a list in the same order. Each layer runs inside O.scope(its name)."""
+        """(y, new_state): the model on x, with `params` and `state` flat lists of arrays (or
+        traced Tensors) in the order of `parameters()` and `states()` — the arrays alone,
+        [a for _, a in model.parameters()], not the (name, array) pairs those return — or dicts
+        by qualified name (dict(model.parameters())). new_state is a list of arrays in
+        `states()` order. Each layer runs inside O.scope(its name)."""
         params = self._as_dict(params, self.param_names(), "parameters")
         state = self._as_dict(state, self.state_names(), "state arrays")
         y, new_state = self.forward(params, state, x, training)
@@ -964,7 +1033,7 @@ class Sequential(_Container):
         state_values = sum(math.prod(s) for s in self.state_shapes().values())
         out = [f'Model: "{self.name}"', "_" * width, line(header), "=" * width]
         out += [line(r) for r in table]
-        out += ["=" * width, f"Total params: {total:,}", f"Trainable params: {total:,}",
+        out += ["=" * width, f"Total params: {total:,} (a training step trains all of them)",
                 f"State values (not trained: running statistics, dropout seeds): {state_values:,}", "_" * width]
         return "\n".join(out)
 
@@ -1022,3 +1091,105 @@ class Residual(_Container):
             child_rows, shape = child._rows(shape, depth)
             rows.extend(child_rows)
         return self.output_shape(in_shape)
+
+
+# -- more activations: torch.nn's, each the functional op of the same name ----------------------------
+
+class _Activation(Layer):
+    """Applies `fn` with the keyword arguments the layer was made with (printed by repr)."""
+
+    fn = None
+
+    def __init__(self, *, name=None, **options):
+        super().__init__(name)
+        self.options = options
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+    def call(self, params, state, x, training):
+        return type(self).fn(x, **self.options), state
+
+
+class GELU(_Activation):
+    kind, fn = "gelu", staticmethod(F.gelu)
+
+    def __init__(self, approximate="none", *, name=None):
+        super().__init__(name=name, approximate=approximate)
+
+
+class Softplus(_Activation):
+    kind, fn = "softplus", staticmethod(F.softplus)
+
+    def __init__(self, beta=1.0, threshold=20.0, *, name=None):
+        super().__init__(name=name, beta=beta, threshold=threshold)
+
+
+class ELU(_Activation):
+    kind, fn = "elu", staticmethod(F.elu)
+
+    def __init__(self, alpha=1.0, inplace=False, *, name=None):
+        super().__init__(name=name, alpha=alpha)
+
+
+class CELU(_Activation):
+    kind, fn = "celu", staticmethod(F.celu)
+
+    def __init__(self, alpha=1.0, inplace=False, *, name=None):
+        super().__init__(name=name, alpha=alpha)
+
+
+class Hardtanh(_Activation):
+    kind, fn = "hardtanh", staticmethod(F.hardtanh)
+
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False, *, name=None):
+        super().__init__(name=name, min_val=min_val, max_val=max_val)
+
+
+class _Plain(_Activation):
+    """An activation without options (`inplace`, accepted as torch's, changes nothing here)."""
+
+    def __init__(self, inplace=False, *, name=None):
+        super().__init__(name=name)
+
+
+class SELU(_Plain):
+    kind, fn = "selu", staticmethod(F.selu)
+
+
+class SiLU(_Plain):
+    kind, fn = "silu", staticmethod(F.silu)
+
+
+class Mish(_Plain):
+    kind, fn = "mish", staticmethod(F.mish)
+
+
+class ReLU6(_Plain):
+    kind, fn = "relu6", staticmethod(F.relu6)
+
+
+class Hardsigmoid(_Plain):
+    kind, fn = "hardsigmoid", staticmethod(F.hardsigmoid)
+
+
+class Hardswish(_Plain):
+    kind, fn = "hardswish", staticmethod(F.hardswish)
+
+
+class LogSigmoid(_Activation):
+    kind, fn = "logsigmoid", staticmethod(F.logsigmoid)
+
+    def __init__(self, *, name=None):
+        super().__init__(name=name)
+
+
+__all__ += ["GELU", "Softplus", "ELU", "CELU", "Hardtanh", "SELU", "SiLU", "Mish", "ReLU6", "Hardsigmoid",
+            "Hardswish", "LogSigmoid"]
+
+
+def __getattr__(name):
+    """`L.Dens` names the closest layers instead of a bare AttributeError."""
+    if name.startswith("__"):
+        raise AttributeError(f"module 'ops.layers' has no attribute {name!r}")
+    raise unknown_name("ops.layers", name, __all__, "docs/training.md")

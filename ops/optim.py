@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ops.errors import ArgumentError
+from ops.errors import ArgumentError, unknown_name
 from ops.ir import capture_source, node_context, scope
 
 from . import functional as F
@@ -459,3 +459,10 @@ class Constant(Schedule):
 def constant(lr):
     """A schedule that always gives lr."""
     return Constant(lr)
+
+
+def __getattr__(name):
+    """`O.optim.Adamw` names the closest optimizers instead of a bare AttributeError."""
+    if name.startswith("__"):
+        raise AttributeError(f"module 'ops.optim' has no attribute {name!r}")
+    raise unknown_name("ops.optim", name, __all__, "docs/training.md")

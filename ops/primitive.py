@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ops import ir
-from ops.errors import ChainruleError, ShapeError
+from ops.errors import ArgumentError, ChainruleError, ShapeError
 
 from .dtypes import normalize, promote, scalar_kind
 from .tensor import Spec, Tensor
@@ -92,7 +92,7 @@ class Primitive:
         nodes = [a.node for a in args]
         try:
             shape, dtype = self.shape_rule(*nodes, **attrs)
-        except ShapeError as e:
+        except (ShapeError, ArgumentError) as e:     # a bad attribute (stride=0) is refused here too
             raise self._located(e) from None
         return Tensor(trace.add(self.name, nodes, attrs, shape, dtype, name=name))
 

@@ -13,10 +13,12 @@ Everything else (softmax, cross_entropy, batch_norm, linear, ...) is a composite
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ops.errors import DTypeError, ShapeError
+from ops.errors import ArgumentError, DTypeError, ShapeError
 
 from .dtypes import is_float, promote
 from .primitive import CONV, LAYOUT, MATMUL, POINTWISE, REDUCTION, REGISTRY, SOURCE, WINDOW, DTypeMaker, Primitive, const  # noqa: F401  (const: for printed programs)
@@ -81,9 +83,25 @@ exp = _unary("exp", np.exp, lambda g, out, x: (g * out,), "e**x")
 log = _unary("log", np.log, lambda g, out, x: (g / x,), "ln x")
 sqrt = _unary("sqrt", np.sqrt, lambda g, out, x: (g * 0.5 / out,), "√x")
 abs = _unary("abs", np.abs, lambda g, out, x: (g * sign(x),), "|x|", float_only=False)
-sign = _unary("sign", np.sign, None, "-1, 0 or 1", float_only=False)
+
+
+def _sign(x):
+    """NumPy's sign, except that NaN has sign 0, as in torch ((x > 0) - (x < 0))."""
+    return np.where(np.isnan(x), 0, np.sign(x)).astype(x.dtype) if x.dtype.kind == "f" else np.sign(x)
+
+
+sign = _unary("sign", _sign, None, "-1, 0 or 1 (0 for NaN)", float_only=False)
 tanh = _unary("tanh", np.tanh, lambda g, out, x: (g * (1 - out * out),), "tanh x")
 sigmoid = _unary("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1 - out),), "1 / (1 + e**-x)")
+
+
+def _erf(x):
+    """NumPy has no erf; math.erf per element is exact to the last bit, as torch.erf."""
+    return np.vectorize(math.erf, otypes=[x.dtype])(x)
+
+
+# d/dx erf x = 2/√π · e^(-x²)
+erf = _unary("erf", _erf, lambda g, out, x: (g * (2 / math.sqrt(math.pi)) * exp(-(x * x)),), "erf x")
 
 add = _binary("add", np.add, lambda g, out, x, y: (g, g), "x + y")
 sub = _binary("sub", np.subtract, lambda g, out, x, y: (g, -g), "x - y")
@@ -95,10 +113,12 @@ pow = Primitive("pow", POINTWISE, np.power, _float_pointwise,
 
 
 def _split_ties(g, x, y):
-    """(x's share, y's share) of g when x wins where x > y; a tie splits it, as torch does.
-    minimum is maximum with the comparison turned round: _split_ties(g, y, x)."""
-    share = where(gt(x, y), 1.0, where(eq(x, y), 0.5, 0.0))
-    return g * share, g * (1 - share)
+    """(x's share, y's share) of g when x wins where x > y: the loser gets nothing and a tie
+    splits it, as torch does; where either is NaN nobody loses and both get all of g (torch's
+    rule too: the NaN went to the output through both). minimum is maximum with the
+    comparison turned round: _split_ties(g, y, x)."""
+    unless_lost = where(eq(x, y), 0.5, 1.0)
+    return g * where(lt(x, y), 0.0, unless_lost), g * where(gt(x, y), 0.0, unless_lost)
 
 
 maximum = _binary("maximum", np.maximum, lambda g, out, x, y: _split_ties(g, x, y), "max(x, y)")
@@ -143,6 +163,17 @@ def _reduced(x, dims, keepdim):
     return tuple(d for i, d in enumerate(x.shape) if i not in dims)
 
 
+def _max_shape(x, dims, keepdim):
+    """A max over no elements has no value (a sum's is 0): like torch, refuse it here, at
+    trace time, rather than let a kernel return whatever its start value or memory held."""
+    shape = _reduced(x, dims, keepdim)
+    for d in dims:
+        if x.shape[d] == 0:
+            raise ShapeError(f"Expected reduction dim {d} to have non-zero size, but the input {_fmt(x.shape)} "
+                             f"has no elements along it")
+    return shape
+
+
 def _expand_back(g, x, dims, keepdim):
     """Undo a reduction's shape: put the reduced dims back as 1 and broadcast."""
     kept = tuple(1 if i in dims else d for i, d in enumerate(x.shape))
@@ -166,13 +197,13 @@ reduce_sum = Primitive("reduce_sum", REDUCTION,
                        lambda g, out, x, dims, keepdim: (_expand_back(g, x, dims, keepdim),),
                        "Σ x over dims")
 reduce_max = Primitive("reduce_max", REDUCTION,
-                       lambda x, dims, keepdim: np.max(x, axis=dims, keepdims=keepdim),
-                       lambda x, dims, keepdim: (_reduced(x, dims, keepdim), x.dtype),
+                       lambda x, dims, keepdim: np.max(x, axis=dims, keepdims=keepdim),     # NaN if any is
+                       lambda x, dims, keepdim: (_max_shape(x, dims, keepdim), x.dtype),
                        _max_vjp, "max of x over dims")
 argmax = Primitive("argmax", REDUCTION,
                    lambda x, dim, keepdim: np.argmax(x, axis=dim, keepdims=keepdim).astype(np.int64),
-                   lambda x, dim, keepdim: (_reduced(x, (dim,), keepdim), "int64"),
-                   formula="index of the first max along dim")
+                   lambda x, dim, keepdim: (_max_shape(x, (dim,), keepdim), "int64"),
+                   formula="index of the first max along dim (of the first NaN, if any)")
 
 
 # -- layout ------------------------------------------------------------------------------------
@@ -321,12 +352,24 @@ def _scatter_windows(values, in_shape, kernel_size, stride, padding, dilation):
     return out[:, :, ph: ph + h, pw: pw + w]
 
 
+def _check_window_args(kernel_size, stride, padding, dilation):
+    """Refuse what torch refuses before any arithmetic uses it: a stride or dilation of 0 would
+    divide by zero, a negative padding would index before the image, a kernel of 0 has no window."""
+    for name, pair, least in (("kernel_size", kernel_size, 1), ("stride", stride, 1),
+                              ("padding", padding, 0), ("dilation", dilation, 1)):
+        if any(v < least for v in pair):
+            raise ArgumentError(f"{name} must be {'non-negative' if least == 0 else 'positive'}, "
+                                f"got {name}={tuple(pair)}")
+
+
 def _conv_out_shape(in_shape, out_channels, kernel_size, stride, padding, dilation):
+    _check_window_args(kernel_size, stride, padding, dilation)
     n, c, h, w = in_shape
     oh, ow = (_out_size(s, k, st, p, d) for s, k, st, p, d in zip((h, w), kernel_size, stride, padding, dilation))
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"the {kernel_size[0]}x{kernel_size[1]} window (stride {stride}, padding {padding}, "
-                         f"dilation {dilation}) does not fit in the {h}x{w} input {_fmt(in_shape)}")
+                         f"dilation {dilation}) does not fit in the {h}x{w} input {_fmt(in_shape)}: "
+                         f"the output size {oh}x{ow} is too small")
     return (n, out_channels, oh, ow)
 
 
@@ -336,6 +379,9 @@ def _conv2d_shape(x, w, stride, padding, dilation):
     if x.shape[1] != w.shape[1]:
         raise ShapeError(f"the input {_fmt(x.shape)} has {x.shape[1]} channels but the weight {_fmt(w.shape)} "
                          f"expects {w.shape[1]}")
+    if 0 in w.shape:        # (torch returns a [N, 0, ...] result for 0 input channels, not zeros)
+        raise ShapeError(f"the weight {_fmt(w.shape)} is empty: out_channels, in_channels and the kernel "
+                         "size must be positive")
     return _conv_out_shape(x.shape, w.shape[0], w.shape[2:], stride, padding, dilation), promote([x.dtype, w.dtype])
 
 
@@ -376,21 +422,26 @@ conv2d_grad_weight = Primitive(
 def _window_shape(x, kernel_size, stride, padding, dilation=(1, 1)):
     if len(x.shape) != 4:
         raise ShapeError(f"expects an input [N, C, H, W], got {_fmt(x.shape)}")
-    for k, p in zip(kernel_size, padding):
-        if p > k // 2:
-            raise ShapeError(f"padding {padding} must be at most half the kernel size {kernel_size}")
+    _check_window_args(kernel_size, stride, padding, dilation)
+    if any(p > k // 2 for k, p in zip(kernel_size, padding)):
+        raise ArgumentError(f"padding={tuple(padding)} must be at most half the kernel size {tuple(kernel_size)}")
     return _conv_out_shape(x.shape, x.shape[1], kernel_size, stride, padding, dilation)
+
+
+def _flat_windows(win):
+    """[N, C, OH, OW, KH, KW] -> [N, C, OH, OW, KH·KW] (sizes spelled out: an empty batch has no -1)."""
+    return win.reshape(win.shape[:4] + (win.shape[4] * win.shape[5],))
 
 
 def _window_argmax_impl(x, **w):
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min if x.dtype.kind in "iu" else False
     win = _windows(x, fill=fill, **w)
-    return np.argmax(win.reshape(win.shape[:4] + (-1,)), axis=-1).astype(np.int64)
+    return np.argmax(_flat_windows(win), axis=-1).astype(np.int64)
 
 
 def _window_gather_impl(x, idx, **w):
     win = _windows(x, **w)
-    return np.take_along_axis(win.reshape(win.shape[:4] + (-1,)), idx[..., None], axis=-1)[..., 0]
+    return np.take_along_axis(_flat_windows(win), idx[..., None], axis=-1)[..., 0]
 
 
 def _window_scatter_impl(g, idx, in_shape, **w):

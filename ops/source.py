@@ -26,11 +26,20 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _INTERNAL_DIRS = tuple(os.path.join(_PACKAGE_ROOT, p) + os.sep for p in ("ops", "compiler", "runtime"))
 _USER_FILES = set()   # files inside the packages that hold user-level code (the model zoo)
 _FRAMEWORK_DIRS = (os.path.dirname(os.__file__) + os.sep,)  # stdlib: contextlib, functools, ...
+_ENTRY_POINTS = set()  # code objects of command-line entry points: the user's code is never above them
 
 
 def mark_as_user_code(path):
     """Model code shipped inside the packages (the zoo) counts as the user's source."""
     _USER_FILES.add(os.path.abspath(path))
+
+
+def entry_point(function):
+    """Mark `function` (the `chainrule` command's main) as an entry point: whatever called it
+    (the console script, `python -m`, a test) is not the user's model code, so source capture
+    stops there instead of naming `chainrule:8: sys.exit(main())`. Returns `function`."""
+    _ENTRY_POINTS.add(function.__code__)
+    return function
 
 
 def is_internal(filename):
@@ -40,9 +49,10 @@ def is_internal(filename):
 
 
 def capture_source(depth=1):
-    """The innermost stack frame outside chainrule: the user's file and line."""
+    """The innermost stack frame outside chainrule: the user's file and line (None when there
+    is none below an entry point)."""
     frame = sys._getframe(depth)
-    while frame is not None:
+    while frame is not None and frame.f_code not in _ENTRY_POINTS:
         filename = frame.f_code.co_filename
         if not is_internal(filename):
             return Source(filename, frame.f_lineno)

@@ -14,6 +14,8 @@ inline as well. An exercise is checked by code, so the tutorial fails loudly whe
     tut.done()                                     # "all 3 exercises correct"
 
 Pictures go to `tutorials/out/NN_name/` (or $CHAINRULE_TUTORIAL_OUT/NN_name/), which git ignores.
+Without graphviz, graphs are written as their .dot source (compiler/render.py says once how to
+install graphviz) and the tutorial prints that file's path where the picture would be.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import os
 import numpy as np
 
 from compiler.render import render_dot
+from ops.errors import ArgumentError
 from ops.ir import Graph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,7 +85,20 @@ class Tutorial:
         self._display(path)
         return path
 
+    @staticmethod
+    def picture(paths, name):
+        """The picture called `name` among the paths a Program.render or dump returned:
+        name.svg, or name.dot when graphviz is missing (render.render_dot)."""
+        wanted = {f"{name}.{fmt}" for fmt in ("svg", "png", "pdf", "dot")}
+        found = [p for p in paths if os.path.basename(p) in wanted]
+        if not found:
+            raise ArgumentError(f"picture: no picture called {name!r} among {[os.path.basename(p) for p in paths]}")
+        return found[0]
+
     def _display(self, path):
+        if path.endswith(".dot"):       # no graphviz: render_dot wrote the picture's source instead
+            print(f"[picture] {os.path.relpath(path)} (graphviz source: install graphviz to see it drawn)")
+            return
         print(f"[picture] {os.path.relpath(path)}")
         if in_notebook():
             from IPython.display import SVG, Image, display  # optional: only in a notebook

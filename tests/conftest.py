@@ -20,6 +20,16 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
+@pytest.fixture
+def without_dot(monkeypatch):
+    """Pictures as if graphviz were not installed (compiler/render.py: find_dot is the one
+    place that looks for it), with its once-per-process install advice not given yet."""
+    from compiler import render  # the fixture's subject: conftest imports no chainrule module at load
+
+    monkeypatch.setattr(render, "find_dot", lambda: None)
+    monkeypatch.setattr(render, "_told_to_install", False)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -1,5 +1,15 @@
-"""Helpers shared by the tests: random inputs that are never zero, and relative errors."""
+"""Helpers shared by the tests: random inputs that are never zero, relative errors, and the
+mark for tests that need graphviz."""
+import inspect
+
 import numpy as np
+import pytest
+
+from compiler.render import find_dot
+
+# A test that reads a picture graphviz drew; without graphviz the pictures are .dot files
+# (tests/misuse/test_without_dot.py covers that), so the test is skipped, saying why.
+needs_dot = pytest.mark.skipif(find_dot() is None, reason="needs graphviz's dot (apt-get install graphviz)")
 
 
 def nonzero(rng, shape, low=0.1, high=2.0, dtype=np.float64):
@@ -48,3 +58,12 @@ def kernel_executor(graph, target=None, poison=False, fuse=True, carry=(), **opt
 
     return TritonExecutor(compile_kernels(graph, target or "interpret", carry=carry, fuse=fuse), poison=poison,
                           **options)
+
+
+def marked_line(module, marker):
+    """The number of the line in `module`'s source that ends with `# marker`: a test asserts
+    that an error names the user's line without hard-coding its number."""
+    for number, text in enumerate(inspect.getsource(module).splitlines(), start=1):
+        if text.rstrip().endswith(f"# {marker}"):
+            return number
+    raise LookupError(marker)

@@ -7,10 +7,12 @@ import sys
 import numpy as np
 
 import compiler as C
+from compiler.render import find_dot
 from runtime.training.zoo import ZOO
 
+DRAWN = "svg" if find_dot() else "dot"          # without graphviz the graphs are written as their .dot source
 ARTIFACTS = ["00_trace.py", "01_joint.py", "02_simplified.py", "03_fusion.txt", "04_memory.txt", "05_saved.txt", "06_autotune.txt",
-             "run.py", "forward.svg", "backward.svg", "kernels.svg", "memory.svg"]
+             "run.py", f"forward.{DRAWN}", f"backward.{DRAWN}", f"kernels.{DRAWN}", "memory.svg"]
 
 
 def _logreg_step(backend, batch=16):

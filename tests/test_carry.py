@@ -45,8 +45,8 @@ def test_carried_momentum_equals_feeding_the_outputs_back_by_hand(backend, rng):
     program.load_state([w, v])
     got = [program.run(free) for free in frees]
     want_state, want = _reference_steps(momentum_step, [w, v], frees, carry)
-    for g, e in zip(got, want):
-        assert len(g) == 1 and rel_error(g[0], e[0]) < 1e-5
+    for g, e in zip(got, want):       # a float32 sum of 30 terms of size ~1: its error is absolute, ~1e-6
+        assert len(g) == 1 and np.isclose(g[0], e[0], rtol=1e-5, atol=1e-4)
     for g, e in zip(program.state(), want_state):
         assert rel_error(g, e) < 1e-5
     assert program(*frees[0]).shape == ()              # the call form returns the free outputs only

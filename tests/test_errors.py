@@ -4,6 +4,7 @@ Each message is pinned: the model functions live in this file, so the `at test_e
 part is checked too (N is found with `_line`, the line of a marker comment).
 """
 import inspect
+import sys
 
 import numpy as np
 import pytest
@@ -11,16 +12,14 @@ import pytest
 import compiler as C
 import ops as O
 from ops.errors import ArgumentError, BackendError, ChainruleError, DTypeError, GradientError, ShapeError
+from tests.helpers import marked_line
 
 HERE = "test_errors.py"
 
 
 def _line(marker):
     """The line number of the line in this file that ends with `# <marker>`."""
-    for number, text in enumerate(inspect.getsource(inspect.getmodule(_line)).splitlines(), start=1):
-        if text.rstrip().endswith(f"# {marker}"):
-            return number
-    raise AssertionError(marker)
+    return marked_line(sys.modules[__name__], marker)
 
 
 def _raises(error_type, fn, *args, backend="reference", **kwargs):
@@ -123,10 +122,11 @@ def test_unknown_keyword_suggests_torch_name(rng):
 
 
 def test_float_labels_for_cross_entropy(rng):
-    message = _raises(ShapeError, C.jit(float_labels, backend="reference"),
+    """Float labels of the class-index shape are a dtype mistake, not a shape one."""
+    message = _raises(DTypeError, C.jit(float_labels, backend="reference"),
                       rng.standard_normal((4, 3)), rng.standard_normal(4))
-    assert message.startswith("cross_entropy: target must hold integer class indices of shape (4,) or float "
-                              "probabilities of shape (4, 3); got float64 of shape (4,)\n")
+    assert message.startswith("cross_entropy: target must hold integer class indices (int64), got float64 of "
+                              "shape (4,); float targets are class probabilities, of the input's shape (4, 3)\n")
     assert f"at {HERE}:{_line('float-labels')}" in message
 
 

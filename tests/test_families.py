@@ -25,7 +25,9 @@ def test_a_reduction_is_its_combine_from_its_identity(op, dtype):
     assert reduction.numpy(reduction.identity_of(dtype), x[0, 0]) == x[0, 0]     # the identity changes nothing
     want = REGISTRY[op].impl(x, dims=(1,), keepdim=False)
     np.testing.assert_array_equal(reduction.numpy.reduce(x, axis=1), want)
-    assert reduction.triton.startswith("tl.") and (reduction.accumulate is None or "{acc}" in reduction.accumulate)
+    own = any(line.startswith(f"def {reduction.triton}(") for line in reduction.helper)   # a helper defines it
+    assert reduction.triton.startswith("tl.") or own
+    assert reduction.accumulate is None or "{acc}" in reduction.accumulate
 
 
 def test_every_window_op_is_named_once_in_the_window_table():

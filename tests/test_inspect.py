@@ -1,7 +1,6 @@
 """The value pictures (compiler/inspect.py): micrograd's scalar view, the node-by-node
 gradient check, and the cotangents autodiff hands back for them."""
 import html
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from compiler.inspect import (GREEN, RED, YELLOW, describe, gradient_check_view,
                               scalar_values, scalar_view)
 from ops.printer import value_names
 from ops.evaluate import run_graph, run_graph_values
-from tests.helpers import nonzero
+from tests.helpers import needs_dot, nonzero
 
 
 def neuron(a, b, c):               # micrograd's classic: a*b + c, then tanh
@@ -35,11 +34,9 @@ def drawn(graph):
     return [n for n in graph.nodes if not n.is_scalar_const]   # a scalar is written into its user's label
 
 
-def test_scalar_view_matches_torch_and_shows_the_numbers(tmp_path, rng):
-    a, b, c = (nonzero(rng, ()) for _ in range(3))            # 0-d float64 arrays
-    path = scalar_view(neuron, a, b, c, path=tmp_path / "neuron.svg")
-    assert path == str(tmp_path / "neuron.svg")
-
+def _torch_neuron(graph, a, b, c):
+    """{node of the traced neuron: the torch tensor of its value}, after backward (.grad
+    kept), and the output tensor."""
     ta, tb, tc = (torch.tensor(float(v), dtype=torch.float64, requires_grad=True) for v in (a, b, c))
     product = ta * tb
     total = product + tc
@@ -47,15 +44,29 @@ def test_scalar_view_matches_torch_and_shows_the_numbers(tmp_path, rng):
         t.retain_grad()
     out = torch.tanh(total)
     out.backward()
-
-    graph, data, grads = scalar_values(neuron, a, b, c)
     (mul,), (add,), (tanh,) = ([n for n in graph.nodes if n.op == op] for op in ("mul", "add", "tanh"))
     want = dict(zip(graph.inputs, (ta, tb, tc)))
     want.update({mul: product, add: total, tanh: out})
-    text = svg_text(path)
+    return want, out
+
+
+def test_scalar_values_match_torch(rng):
+    a, b, c = (nonzero(rng, ()) for _ in range(3))            # 0-d float64 arrays
+    graph, data, grads = scalar_values(neuron, a, b, c)
+    want, out = _torch_neuron(graph, a, b, c)
     for node, t in want.items():
         np.testing.assert_allclose(data[node], t.item(), rtol=1e-12)
         np.testing.assert_allclose(grads[node], 1.0 if t is out else t.grad.item(), rtol=1e-12)
+
+
+@needs_dot
+def test_scalar_view_shows_the_numbers(tmp_path, rng):
+    a, b, c = (nonzero(rng, ()) for _ in range(3))
+    path = scalar_view(neuron, a, b, c, path=tmp_path / "neuron.svg")
+    assert path == str(tmp_path / "neuron.svg")
+    graph, data, grads = scalar_values(neuron, a, b, c)
+    text = svg_text(path)
+    for node in drawn(graph):
         assert f"data {float(data[node]):.4g}" in text
         assert f"grad {float(grads[node]):.4g}" in text
     assert "grad 1\n" in text or "grad 1<" in text                 # the output's own gradient
@@ -113,6 +124,7 @@ def test_keep_cotangents(rng):
     assert set(values) == set(graph.nodes)
 
 
+@needs_dot
 def test_gradient_check_of_an_mlp_is_green(tmp_path, rng):
     args = [nonzero(rng, (3, 4)), nonzero(rng, (4,)), nonzero(rng, (4, 2)), nonzero(rng, (5, 3))]
     path, report = gradient_check_view(mlp, *args, path=tmp_path / "check.svg")
@@ -179,8 +191,7 @@ def test_relative_error():
     assert relative_error(np.float32(1.0 + 2 ** -20), np.float64(1.0)) == pytest.approx(2 ** -20)
 
 
-def test_without_graphviz_a_dot_file_is_written(tmp_path, rng, monkeypatch, capsys):
-    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
+def test_without_graphviz_a_dot_file_is_written(tmp_path, rng, without_dot, capsys):
     a, b, c = (nonzero(rng, ()) for _ in range(3))
     path = scalar_view(neuron, a, b, c, path=tmp_path / "neuron.svg")
     assert path == str(tmp_path / "neuron.dot")

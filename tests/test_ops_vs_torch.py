@@ -126,6 +126,7 @@ def unary_cases():
         ("sqrt", P.sqrt, O.sqrt, torch.sqrt, positive),
         ("abs", P.abs, O.abs, torch.abs, nonzero),
         ("tanh", P.tanh, O.tanh, torch.tanh, nonzero),
+        ("erf", P.erf, O.erf, torch.erf, nonzero),
         ("sigmoid", P.sigmoid, O.sigmoid, torch.sigmoid, lambda rng, s: nonzero(rng, s, 0.1, 30.0)),
     ]
     for name, prim, fn, theirs, make in table:
@@ -1122,6 +1123,32 @@ def test_cross_entropy_labels(shape, class_dim, options, rng):
         check(lambda x, y: O.cross_entropy(x, y, **options), lambda x, y: F.cross_entropy(x, y, **options), [x, y], rng)
 
 
+NLL_OPTIONS = [dict(), dict(reduction="sum"), dict(reduction="none"), dict(weight=True), dict(ignore_index=1),
+               dict(ignore_index=2, weight=True, reduction="sum"), dict(ignore_index=-100)]
+
+
+@pytest.mark.parametrize("shape, class_dim", CE_SHAPES[:-1], ids=[str(s[0]) for s in CE_SHAPES[:-1]])
+@pytest.mark.parametrize("options", NLL_OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_nll_loss(shape, class_dim, options, rng):
+    """nll_loss on log-probabilities; an ignored label (ignore_index) counts in neither the sum nor the mean."""
+    classes = shape[class_dim]
+    logp = np.log(_probabilities(rng, shape, class_dim))
+    y = labels(rng, shape[:class_dim] + shape[class_dim + 1:], classes)
+    options = dict(options)
+    ignore = options.get("ignore_index")
+    if ignore is not None and y.size == 1:
+        options.pop("ignore_index")                          # all ignored: torch's mean is 0/0
+    elif ignore is not None and 0 <= ignore < classes:
+        y.reshape(-1)[0] = ignore                            # one ignored label, at least one kept
+        y.reshape(-1)[1] = (ignore + 1) % classes
+    if options.pop("weight", False):
+        wt = positive(rng, (classes,))
+        check(lambda p, y, w: O.nll_loss(p, y, w, **options), lambda p, y, w: F.nll_loss(p, y, w, **options),
+              [logp, y, wt], rng, wrt=(0,))
+    else:
+        check(lambda p, y: O.nll_loss(p, y, **options), lambda p, y: F.nll_loss(p, y, **options), [logp, y], rng)
+
+
 @pytest.mark.parametrize("shape, class_dim", CE_SHAPES, ids=[str(s[0]) for s in CE_SHAPES])
 @pytest.mark.parametrize("options", [dict(), dict(reduction="sum"), dict(reduction="none"), dict(weight=True),
                                      dict(weight=True, reduction="none"), dict(label_smoothing=0.2),
@@ -1217,7 +1244,7 @@ def test_binary_cross_entropy_with_logits_is_stable_where_the_sigmoid_saturates(
 # -- the table is complete -----------------------------------------------------------------------
 
 TESTED_PRIMITIVES = {
-    "neg", "exp", "log", "sqrt", "abs", "sign", "tanh", "sigmoid", "add", "sub", "mul", "div", "pow", "maximum",
+    "neg", "exp", "log", "sqrt", "abs", "sign", "tanh", "sigmoid", "erf", "add", "sub", "mul", "div", "pow", "maximum",
     "minimum", "lt", "le", "gt", "ge", "eq", "ne", "where", "cast", "detach", "reduce_sum", "reduce_max", "argmax",
     "reshape", "expand", "permute", "slice", "pad", "cat", "matmul", "conv2d", "conv2d_grad_input",
     "conv2d_grad_weight", "window_argmax", "window_gather", "window_scatter", "window_sum", "window_sum_transpose",
@@ -1227,7 +1254,11 @@ DESIGN_FUNCTIONAL = ("add sub mul div neg pow exp log sqrt abs maximum minimum w
                      "log_softmax sum mean amax argmax var reshape flatten transpose permute matmul linear conv2d "
                      "max_pool2d avg_pool2d adaptive_avg_pool2d batch_norm layer_norm dropout cross_entropy mse_loss "
                      "binary_cross_entropy binary_cross_entropy_with_logits cat").split()
-EXTRA_FUNCTIONAL = "amin std logsumexp clamp unsqueeze squeeze broadcast_to stack one_hot getitem detach to".split()
+EXTRA_FUNCTIONAL = ("amin std logsumexp clamp unsqueeze squeeze broadcast_to stack one_hot getitem detach to "
+                    "nll_loss").split()
+# tested in tests/test_activations.py
+EXTRA_FUNCTIONAL += ("erf gelu softplus elu selu celu silu mish logsigmoid hardtanh relu6 hardsigmoid "
+                     "hardswish").split()
 
 
 def test_every_primitive_and_functional_op_is_tested():

@@ -27,8 +27,8 @@ from ops.primitives import *
 
 def model(w: f32[3, 2], x: f32[4, 3]):
     t0 = matmul(x, w)                                # f32[4,2]             test_printer.py:{LINE}
-    t1 = gt(t0, 0.0)                                 # bool[4,2]      relu  test_printer.py:{LINE}
-    t2 = where(t1, t0, 0.0)                          # f32[4,2]       relu  test_printer.py:{LINE}
+    t1 = le(t0, 0.0)                                 # bool[4,2]      relu  test_printer.py:{LINE}
+    t2 = where(t1, 0.0, t0)                          # f32[4,2]       relu  test_printer.py:{LINE}
     t3 = reduce_sum(t2, dims=(0, 1), keepdim=False)  # f32[]          mean  test_printer.py:{LINE}
     t4 = div(t3, 8.0)                                # f32[]          mean  test_printer.py:{LINE}
     return t4
@@ -40,14 +40,14 @@ from ops.primitives import *
 
 def model_joint(primals_1: f32[3, 2], primals_2: f32[4, 3]):
     t0 = matmul(primals_2, primals_1)                # f32[4,2]               test_printer.py:{LINE}
-    t1 = gt(t0, 0.0)                                 # bool[4,2]      relu    test_printer.py:{LINE}
-    t2 = where(t1, t0, 0.0)                          # f32[4,2]       relu    test_printer.py:{LINE}
+    t1 = le(t0, 0.0)                                 # bool[4,2]      relu    test_printer.py:{LINE}
+    t2 = where(t1, 0.0, t0)                          # f32[4,2]       relu    test_printer.py:{LINE}
     t3 = reduce_sum(t2, dims=(0, 1), keepdim=False)  # f32[]          mean    test_printer.py:{LINE}
     t4 = div(t3, 8.0)                                # f32[]          mean    test_printer.py:{LINE}
     t5 = div(1.0, 8.0)                               # f32[]          mean    test_printer.py:{LINE}  (backward)
     t6 = reshape(t5, shape=(1, 1))                   # f32[1,1]       mean    test_printer.py:{LINE}  (backward)
     t7 = expand(t6, shape=(4, 2))                    # f32[4,2]       mean    test_printer.py:{LINE}  (backward)
-    t8 = where(t1, t7, 0.0)                          # f32[4,2]       relu    test_printer.py:{LINE}  (backward)
+    t8 = where(t1, 0.0, t7)                          # f32[4,2]       relu    test_printer.py:{LINE}  (backward)
     t9 = permute(primals_2, dims=(1, 0))             # f32[3,4]       matmul  test_printer.py:{LINE}  (backward)
     t10 = matmul(t9, t8)                             # f32[3,2]               test_printer.py:{LINE}  (backward)
     return t4, t10  # value, grad_w
@@ -59,12 +59,12 @@ from ops.primitives import *
 
 def model_joint(primals_1: f32[3, 2], primals_2: f32[4, 3]):
     t0 = matmul(primals_2, primals_1)                # f32[4,2]               test_printer.py:{LINE}
-    t1 = gt(t0, 0.0)                                 # bool[4,2]      relu    test_printer.py:{LINE}
-    t2 = where(t1, t0, 0.0)                          # f32[4,2]       relu    test_printer.py:{LINE}
+    t1 = le(t0, 0.0)                                 # bool[4,2]      relu    test_printer.py:{LINE}
+    t2 = where(t1, 0.0, t0)                          # f32[4,2]       relu    test_printer.py:{LINE}
     t3 = reduce_sum(t2, dims=(0, 1), keepdim=False)  # f32[]          mean    test_printer.py:{LINE}
     t4 = div(t3, 8.0)                                # f32[]          mean    test_printer.py:{LINE}
     t5 = expand(0.125, shape=(4, 2))                 # f32[4,2]       mean    test_printer.py:{LINE}  (backward)
-    t6 = where(t1, t5, 0.0)                          # f32[4,2]       relu    test_printer.py:{LINE}  (backward)
+    t6 = where(t1, 0.0, t5)                          # f32[4,2]       relu    test_printer.py:{LINE}  (backward)
     t7 = permute(primals_2, dims=(1, 0))             # f32[3,4]       matmul  test_printer.py:{LINE}  (backward)
     t8 = matmul(t7, t6)                              # f32[3,2]               test_printer.py:{LINE}  (backward)
     return t4, t8  # value, grad_w

@@ -2,7 +2,10 @@
 
 A program is 3-15 ops drawn from a table that maps each op to a chainrule builder
 (written with `ops as O`) and a torch builder, applied to 1-3 random float64 inputs whose
-shapes broadcast against each other (odd sizes, size-1 dimensions, scalars). Its last
+shapes broadcast against each other (primes, size-1 dimensions, scalars). The table covers
+every kernel family: pointwise, broadcasts, reductions, row kernels (softmax, layer_norm,
+batch_norm), layout views, matmul, conv2d (its weight scaled by a program value, so all
+three conv kernels run) and pooling (any value of 2-5 dims seen as images). Its last
 value is reduced to a scalar with a random weighting (an array of weights, or a sum or
 mean times a number). We check:
 
@@ -10,7 +13,9 @@ mean times a number). We check:
   and autograd gradients with respect to every input;
 * the traced forward graph and the joint graph (`C.grad_graph`) run by the reference
   executor equal torch, before and after each pass (DCE, CSE, constant folding, algebraic
-  identities, the whole of `simplify`), and every pass leaves the result unchanged.
+  identities, the whole of `simplify`), and every pass leaves the result unchanged;
+* fewer programs through the generated Triton kernels (`backend="interpret"`, float64)
+  equal torch too.
 
 While a program is drawn its values are computed in torch, so an op is only chosen where
 it is safe: no kink (relu, abs, max, a comparison) is applied within 1e-6 of its kink,
@@ -35,6 +40,8 @@ BOUND = 1e4          # largest magnitude a value may reach
 TOLERANCE = 1e-6     # chainrule vs torch, float64: relative error (a chain of up to 15 ops, var and
                      # softmax among them, grows roundoff past 1e-7 now and then)
 PASS_TOLERANCE = 1e-12   # a graph before vs after a pass
+KERNEL_TOLERANCE = 1e-5  # the Triton kernels, float64: they sum in other orders (blocks, fused recomputation),
+                         # so a gradient that cancels to exactly 0 in torch keeps ~1e-14 of noise (vs FLOOR)
 # A gradient that is zero in exact arithmetic (x / x) comes out as rounding noise of either
 # sign, so errors are relative to max(|want|, FLOOR), not to |want| alone.
 FLOOR = 1e-8
@@ -72,6 +79,46 @@ def _o_matmul(p, x, y=None):
 
 def _t_matmul(p, x, y=None):
     return torch.matmul(x, y if y is not None else (x.mT if x.ndim >= 2 else x))
+
+
+def _image(x):
+    """x viewed as NCHW images: a 2-D value is one channel of one image, a 3-D one the
+    channels of one image, a 5-D one has its first two dims merged."""
+    shape = tuple(x.shape)
+    return x.reshape({2: (1, 1) + shape, 3: (1,) + shape, 4: shape, 5: (shape[0] * shape[1],) + shape[2:]}[len(shape)])
+
+
+def _scalar(x):
+    """The first element of x: it scales a conv's weight, so the weight's gradient flows back."""
+    return x.reshape((-1,))[0]
+
+
+def _o_conv2d(p, x, y):
+    return O.conv2d(_image(x), _scalar(y) * p["weight"], stride=p["stride"], padding=p["padding"],
+                    dilation=p["dilation"])
+
+
+def _t_conv2d(p, x, y):
+    return TF.conv2d(_image(x), _scalar(y) * torch.from_numpy(p["weight"]), stride=p["stride"],
+                     padding=p["padding"], dilation=p["dilation"])
+
+
+def _pooling(lib, p, x):
+    module = O if lib == "ops" else TF
+    if p["pool"] == "max":
+        return module.max_pool2d(_image(x), p["kernel"], p["stride"], p["padding"])
+    return module.avg_pool2d(_image(x), p["kernel"], p["stride"], p["padding"], count_include_pad=p["include_pad"])
+
+
+def _torch_arrays(*arrays):
+    return [torch.from_numpy(a) for a in arrays]
+
+
+def _affine_params(draw, shape):
+    """A normalization's weight and bias: a random weight, so that no weighting of the output
+    makes its gradient zero in exact arithmetic (a sum of normalized values is constant)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return {"weight": nonzero(rng, shape, 0.5, 1.5), "bias": nonzero(rng, shape, 0.1, 1.0)}
 
 
 TF = torch.nn.functional
@@ -119,6 +166,13 @@ OPS = {
     "getitem": (lambda p, x: x[_index(p)], lambda p, x: x[_index(p)]),
     "cat": (lambda p, *xs: O.cat(_cat_pieces(p, xs), p["dim"]), lambda p, *xs: torch.cat(_cat_pieces(p, xs), p["dim"])),
     "matmul": (_o_matmul, _t_matmul),
+    # windows and normalizations
+    "conv2d": (_o_conv2d, _t_conv2d),
+    "pool2d": (lambda p, x: _pooling("ops", p, x), lambda p, x: _pooling("torch", p, x)),
+    "layer_norm": (lambda p, x: O.layer_norm(x, x.shape[-p["dims"]:], p["weight"], p["bias"]),
+                   lambda p, x: TF.layer_norm(x, x.shape[-p["dims"]:], *_torch_arrays(p["weight"], p["bias"]))),
+    "batch_norm": (lambda p, x: O.batch_norm(x, None, None, p["weight"], p["bias"], training=True),
+                   lambda p, x: TF.batch_norm(x, None, None, *_torch_arrays(p["weight"], p["bias"]), training=True)),
     "where": (_o_where, _t_where),
 }
 
@@ -343,7 +397,67 @@ def _plan(draw, name, pool):
         shape = torch.broadcast_shapes(shape, pool[c].shape)
         d = _pick(draw, pool, lambda t: _broadcasts(t.shape, shape)) if draw(st.booleans()) else None
         return (i, j, c) + ((d,) if d is not None else ()), params
+    if name in ("conv2d", "pool2d"):
+        return _plan_window(draw, name, pool)
+    if name == "layer_norm":
+        i = _pick(draw, pool, lambda t: t.ndim >= 1)
+        if i is None:
+            return None
+        dims = draw(st.integers(1, min(2, pool[i].ndim)))
+        if math.prod(pool[i].shape[-dims:]) < 2:    # its gradient is 0 (torch's exactly; ours 1e-14 · 1/sqrt(eps))
+            return None
+        return (i,), {"dims": dims, **_affine_params(draw, tuple(pool[i].shape[-dims:]))}
+    if name == "batch_norm":
+        i = _pick(draw, pool, lambda t: t.ndim >= 2 and t.numel() > t.shape[1])   # > 1 value per channel
+        return None if i is None else ((i,), _affine_params(draw, (pool[i].shape[1],)))
     raise AssertionError(name)
+
+
+def _plan_window(draw, name, pool):
+    """A conv2d or a pool over a value of 2-5 dims seen as images (_image); the window may
+    be as large as the padded image, stride and dilation step past it. None where torch
+    refuses the arguments (a window larger than the image)."""
+    sf = st.sampled_from
+    i = _pick(draw, pool, lambda t: 2 <= t.ndim <= 5)
+    if i is None:
+        return None
+    image = _image(pool[i])
+    kernel = draw(sf([1, 2, 3, (1, 2), (3, 1)]))
+    kh, kw = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    padding = draw(sf([0, 0, 1])) if min(kh, kw) >= 2 or name == "conv2d" else 0
+    params = {"kernel": kernel, "stride": draw(sf([1, 1, 2, 3])), "padding": padding}
+    if name == "conv2d":
+        params["dilation"] = draw(sf([1, 1, 2]))
+        out_channels = draw(sf([1, 2, 3]))
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        params["weight"] = rng.uniform(-1, 1, (out_channels, image.shape[1], kh, kw))
+        args = (i, _pick(draw, pool))
+    else:
+        params.update(pool=draw(sf(["max", "avg"])), include_pad=draw(st.booleans()))
+        args = (i,)
+    try:
+        with torch.no_grad():
+            out = OPS[name][1](params, *(pool[a] for a in args))
+    except RuntimeError:            # the window does not fit: torch refuses, so do we (tests/misuse)
+        return None
+    if name == "pool2d" and params["pool"] == "max" and not _window_ties_are_clean(image, params, out.shape):
+        return None
+    return args, params
+
+
+def _window_ties_are_clean(image, p, out_shape):
+    """For max pooling: in every window the top two are equal (both sides take the first) or
+    clearly apart."""
+    k = p["kernel"] if isinstance(p["kernel"], tuple) else (p["kernel"], p["kernel"])
+    n, c, h, w = image.shape
+    flat = TF.pad(image.reshape(n * c, 1, h, w), (p["padding"],) * 4, value=-math.inf)
+    windows = TF.unfold(flat, k, stride=p["stride"])            # [N·C, KH·KW, windows]
+    windows = windows.transpose(1, 2).reshape(-1, k[0] * k[1])
+    if windows.shape[1] < 2:
+        return True
+    top = windows.sort(dim=1, descending=True).values
+    gap = top[:, 0] - top[:, 1]
+    return bool(((gap == 0) | (gap > KINK) | torch.isinf(top[:, 1])).all())
 
 
 def _apply(side, name, params, pool, args):
@@ -360,7 +474,7 @@ def programs(draw):
     table (hypothesis's own choices lean hard towards its simplest values); operands and
     parameters are hypothesis's choices."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    base = [int(d) for d in rng.choice([1, 2, 3, 4, 5, 7], size=rng.integers(1, 5))]
+    base = [int(d) for d in rng.choice([1, 1, 2, 3, 4, 5, 7, 11], size=rng.integers(1, 5))]
     shapes = []
     for _ in range(rng.integers(1, 4)):
         drop = len(base) if rng.random() < 0.1 else min(int(rng.choice([0, 0, 0, 1, 2])), len(base) - 1)
@@ -507,10 +621,23 @@ def test_random_program_matches_torch_before_and_after_every_pass(program):
         _check(f"grad_graph + {name}", got[0], got[1:], want_value, want_grads, text)
 
 
+@settings(SETTINGS, max_examples=8)
+@given(programs())
+def test_random_program_matches_torch_through_the_triton_kernels(program):
+    """The same programs through the generated kernels (Triton's interpreter, in float64):
+    every kernel family at the sizes drawn (1, primes, sizes that fill no block)."""
+    inputs, steps, weight = program
+    want_value, want_grads = torch_value_and_grads(steps, weight, inputs)
+    argnums = tuple(range(len(inputs)))
+    value, grads = C.value_and_grad(chainrule_fn(steps, weight), argnums=argnums, backend="interpret")(*inputs)
+    _check("interpret", value, grads, want_value, want_grads, describe(inputs, steps), KERNEL_TOLERANCE)
+
+
 def test_the_table_covers_every_kind_of_op():
     """The generator's table names the ops the brief asks for (a guard against a table
     that silently shrinks)."""
     needed = {"exp", "tanh", "sigmoid", "relu", "leaky_relu", "abs", "neg", "sqrt", "log", "add", "sub", "mul",
               "div", "maximum", "minimum", "sum", "mean", "amax", "var", "softmax", "log_softmax", "reshape",
-              "permute", "transpose", "flatten", "unsqueeze", "matmul", "where", "cat", "getitem"}
+              "permute", "transpose", "flatten", "unsqueeze", "matmul", "where", "cat", "getitem", "conv2d", "pool2d",
+              "layer_norm", "batch_norm"}
     assert needed <= set(OPS)

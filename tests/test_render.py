@@ -16,6 +16,7 @@ import ops as O
 from compiler import render
 from compiler.saved import saved_values
 from runtime.training.zoo import ZOO
+from tests.helpers import needs_dot
 
 
 def two_ops(x, w):
@@ -26,10 +27,10 @@ PINNED = r'''digraph "two_ops" {
   graph [rankdir=TB, fontname="Helvetica", fontsize=11, nodesep=0.25, ranksep=0.32];
   node [fontname="Helvetica", fontsize=10, style="filled,rounded", shape=box, penwidth=0.8];
   edge [color="#94a3b8", arrowsize=0.6];
-  n0 [label="x\nf32[2,3]", shape="ellipse", fillcolor="#f1f5f9", tooltip="x: f32[2,3]\ntest_render.py:21: def two_ops(x, w):"];
-  n1 [label="w\nf32[3,2]", shape="ellipse", fillcolor="#bbf7d0", penwidth="1.6", tooltip="w: f32[3,2]\ntest_render.py:21: def two_ops(x, w):\na parameter: the step computes its gradient"];
-  n2 [label="matmul\nf32[2,2]", fillcolor="#dbeafe", tooltip="t0 = matmul(x, w)\ntest_render.py:22: return O.exp(x @ w)"];
-  n3 [label="loss\nexp\nf32[2,2]", fillcolor="#fde68a", penwidth="2", tooltip="t1 = exp(t0)\ntest_render.py:22: return O.exp(x @ w)"];
+  n0 [label="x\nf32[2,3]", shape="ellipse", fillcolor="#f1f5f9", tooltip="x: f32[2,3]\ntest_render.py:22: def two_ops(x, w):"];
+  n1 [label="w\nf32[3,2]", shape="ellipse", fillcolor="#bbf7d0", penwidth="1.6", tooltip="w: f32[3,2]\ntest_render.py:22: def two_ops(x, w):\na parameter: the step computes its gradient"];
+  n2 [label="matmul\nf32[2,2]", fillcolor="#dbeafe", tooltip="t0 = matmul(x, w)\ntest_render.py:23: return O.exp(x @ w)"];
+  n3 [label="loss\nexp\nf32[2,2]", fillcolor="#fde68a", penwidth="2", tooltip="t1 = exp(t0)\ntest_render.py:23: return O.exp(x @ w)"];
   n0 -> n2;
   n1 -> n2;
   n2 -> n3;
@@ -57,6 +58,7 @@ def _step(name, batch=4):
                      backend="reference")
 
 
+@needs_dot
 def test_a_forward_svg_has_a_box_per_value_an_arrow_per_use_and_source_lines_as_tooltips(tmp_path):
     step = _step("mlp")
     graph = step.forward
@@ -71,6 +73,7 @@ def test_a_forward_svg_has_a_box_per_value_an_arrow_per_use_and_source_lines_as_
     assert f"zoo.py:{line}" in text and "O.linear" in text        # hovering shows the user's code
 
 
+@needs_dot
 def test_the_kernels_view_draws_one_cluster_per_kernel_naming_its_file(tmp_path):
     step = _step("lenet")
     schedule = step.schedule
@@ -113,8 +116,7 @@ def test_large_graphs_collapse_each_composite_call_into_one_box_unless_expanded(
     assert used <= declared                        # every arrow joins boxes that are drawn
 
 
-def test_without_dot_a_dot_file_is_written_with_install_advice(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(render.shutil, "which", lambda name: None)
+def test_without_dot_a_dot_file_is_written_with_install_advice(tmp_path, without_dot, capsys):
     graph = C.trace(two_ops, O.spec((2, 3)), O.spec((3, 2)))
     written = graph.render(str(tmp_path / "g.svg"))
     assert written == str(tmp_path / "g.dot") and os.path.exists(written)
@@ -130,6 +132,7 @@ def test_a_suffix_graphviz_cannot_write_is_a_clear_error(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@needs_dot
 def test_jupyter_shows_graphs_and_programs_as_svg():
     graph = C.trace(two_ops, O.spec((2, 3)), O.spec((3, 2)))
     bundle = graph._repr_mimebundle_()
@@ -137,6 +140,7 @@ def test_jupyter_shows_graphs_and_programs_as_svg():
     assert "<svg" in _step("logreg")._repr_mimebundle_()["image/svg+xml"]
 
 
+@needs_dot
 def test_chainrule_graph_writes_the_four_pictures(tmp_path):
     out = tmp_path / "pictures"
     result = subprocess.run([sys.executable, "-m", "runtime.cli", "graph", "logreg", "--out", str(out),

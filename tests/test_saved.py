@@ -55,9 +55,10 @@ def test_mlp_saves_what_its_backward_reads_and_nothing_else():
 
     forward = [v for v in values if not v.is_input]
     ops = sorted(v.node.op for v in forward)
-    # relu's mask and output, exp's output and its sum (log_softmax), the one-hot labels
-    assert ops == sorted(["gt", "where", "exp", "reduce_sum", "cast"])
-    mask = next(v for v in forward if v.node.op == "gt")
+    # relu's mask and output, exp's output and its sum (log_softmax), the one-hot labels, and their
+    # sum: the mean's count (labels equal to ignore_index count in neither sum, as in torch)
+    assert ops == sorted(["le", "where", "exp", "reduce_sum", "cast", "reduce_sum"])
+    mask = next(v for v in forward if v.node.op == "le")
     assert mask.type == "bool[4,16]" and mask.bytes == 64 and "backward of where" in mask.why and "relu" in mask.why
     relu_out = next(v for v in forward if v.node.op == "where")
     assert relu_out.type == "f32[4,16]" and relu_out.bytes == 256
@@ -70,7 +71,7 @@ def test_mlp_saves_what_its_backward_reads_and_nothing_else():
     assert "for the gradient of primals_1" in by_name(g)["primals_5"].why
     assert all(v.source.startswith("test_saved.py:") for v in values)
 
-    assert saved_bytes(g) == 64 + 256 + 4 * 10 * 4 + 4 * 4 + 4 * 10 * 4
+    assert saved_bytes(g) == 64 + 256 + 4 * 10 * 4 + 4 * 4 + 4 * 10 * 4 + 4
     assert saved_input_bytes(g) == 4 * 8 * 4 + 10 * 16 * 4
 
 
@@ -83,7 +84,7 @@ def test_nothing_is_saved_without_a_backward_or_for_what_needs_no_gradient():
     # only the biases: no matmul input is needed, and relu's mask still is
     g = joint(mlp, *MLP_SPECS, argnums=(1, 3))
     ops = {v.node.op for v in saved_values(g) if not v.is_input}
-    assert "where" not in ops and "gt" in ops
+    assert "where" not in ops and "le" in ops
 
 
 # -- conv, relu, max pool, cross entropy ----------------------------------------------------------------
@@ -102,8 +103,8 @@ def test_conv_relu_maxpool_cross_entropy_saves_mask_indices_and_matmul_input():
     values = saved_values(g)
     assert {v.node for v in values} == forward_read_by_backward(g)
     forward = {v.node.op: v for v in values if not v.is_input}
-    assert set(forward) == {"gt", "window_argmax", "reshape", "exp", "reduce_sum", "cast"}
-    assert forward["gt"].type == "bool[2,4,8,8]" and "relu" in forward["gt"].why
+    assert set(forward) == {"le", "window_argmax", "reshape", "exp", "reduce_sum", "cast"}
+    assert forward["le"].type == "bool[2,4,8,8]" and "relu" in forward["le"].why
     # max_pool2d keeps the offset of each window's max: the gradient goes back there
     argmax = forward["window_argmax"]
     assert argmax.type == "i64[2,4,4,4]" and argmax.bytes == 2 * 4 * 4 * 4 * 8
@@ -141,7 +142,7 @@ A saved value is computed by the forward and read by the backward: it stays in m
 from the moment the forward makes it until the backward's last read of it.
 
 Saved by the forward (3 values):
-  t1  bool[5,4]  20 B  test_saved.py:{B}  read by the backward of where (t15 = where(t1, t12, 0.0)) in relu
+  t1  bool[5,4]  20 B  test_saved.py:{B}  read by the backward of where (t15 = where(t1, 0.0, t12)) in relu
   t2  f32[5,4]   80 B  test_saved.py:{B}  read by the backward of matmul (t13 = permute(t2, dims=(1, 0))), for the gradient of primals_2
   t4  f32[5,2]   40 B  test_saved.py:{D}  read by the backward of mul (t9 = mul(t8, t4)) in mse_loss
 
@@ -225,15 +226,15 @@ def relu_times_input(w, x, s):
 
 def test_remat_recomputes_relus_mask_from_a_value_saved_anyway(rng):
     g = joint(relu_times_input, O.spec((3, 4)), O.spec((5, 3)), O.spec(()), argnums=(0,))
-    assert sorted(v.node.op for v in saved_values(g) if not v.is_input) == ["gt", "matmul", "where"]
+    assert sorted(v.node.op for v in saved_values(g) if not v.is_input) == ["le", "matmul", "where"]
     r = check_remat(g, [nonzero(rng, (3, 4), dtype=np.float32), nonzero(rng, (5, 3), dtype=np.float32),
                         np.float32(1.5 + rng.random())])
     assert [v.node.op for v in saved_values(r) if not v.is_input] == ["matmul"]
     assert saved_bytes(g) == 20 + 80 + 80 and saved_bytes(r) == 80
     # the copies come right before their first backward reader, after the whole forward
-    gt = next(n for n in r.nodes if n.op == "gt" and n.role == "backward")
-    at = r.nodes.index(gt)
-    first_reader = next(k for k, n in enumerate(r.nodes) if gt in n.inputs)
+    mask = next(n for n in r.nodes if n.op == "le" and n.role == "backward")
+    at = r.nodes.index(mask)
+    first_reader = next(k for k, n in enumerate(r.nodes) if mask in n.inputs)
     assert max(k for k, n in enumerate(r.nodes) if n.role == "forward" and n.op != "const") < at
     assert all(n.role == "backward" and recomputable(n) for n in r.nodes[at:first_reader])
 

@@ -28,7 +28,11 @@
 # * see the one thing the compiler does *not* do — cancel the factors — and why that matters,
 # * train the model on a batch, through generated Triton kernels.
 #
-# Pictures go to `tutorials/out/02_chain_rule/`.
+# Run it as a script (`python tutorials/02_chain_rule.py`) or open it as a notebook
+# (`jupytext --to notebook tutorials/02_chain_rule.py`). Run as a script it prints only the
+# results: the explanations are the comment blocks between the code cells (the notebook's text
+# cells), so read it in a notebook, or in an editor next to its output. Pictures go to
+# `tutorials/out/02_chain_rule/`.
 
 # %%
 import matplotlib.pyplot as plt
@@ -333,6 +337,9 @@ tut.show(fig, "training")
 
 # %% [markdown]
 # ## Exercises
+#
+# Each exercise has a reference answer filled in; change it to your own and rerun the cell —
+# the check tells you whether it is right.
 #
 # **Exercise 1.** A new example: x = [1, −1, 3], label y* = 0, and the same θ as above. Use the
 # hand formula (y − y*) · x — compute y yourself with NumPy. The check compares with

@@ -190,8 +190,8 @@ for node in step.graph.nodes:
 print("kernels:", ", ".join(f for f, _ in step.compiled.files()))
 print(f"{step.report()['kernels']} kernels; one per node would be {step.report()['unfused_kernels']}")
 assert step.report()["kernels"] == 6
-pictures = step.render(tut.path("compiled_step"))      # forward, backward, kernels and memory .svg
-tut.show_file(next(p for p in pictures if p.endswith("kernels.svg")))
+pictures = step.render(tut.path("compiled_step"))      # the four pictures (.dot without graphviz)
+tut.show_file(tut.picture(pictures, "kernels"))
 
 # %% [markdown]
 # ## Vanishing gradients, measured per layer

@@ -187,7 +187,9 @@ tut.show(forward_graph, "cross_entropy_forward")
 # (z − m), `exp`, `reduce_sum`, `log`, `sub` (log p = z − m − log Σ exp(z − m)); then the label
 # becomes a one-hot row (`iota` counts 0 … 4 along the row, `eq` compares with the label,
 # `cast` makes it 0.0 / 1.0), `mul` and `reduce_sum` pick log p_y, `neg`, and the mean over the
-# batch (`reduce_sum`, `div (8.0)`).
+# batch: the losses summed (`reduce_sum`) and divided (`div`) by the number of labels that count,
+# the one-hot rows summed (`reduce_sum` twice). A label equal to `ignore_index` (-100 by default,
+# as in torch) matches no class: its one-hot row is all zeros, so it counts in neither sum.
 #
 # Why `detach`? It tells autodiff to treat m as a constant. That is not an approximation: the
 # loss does not change when m changes (that was the whole point of the shift), so its gradient
@@ -195,8 +197,8 @@ tut.show(forward_graph, "cross_entropy_forward")
 #
 # ## One fused kernel
 #
-# After simplification (which drops the `detach`) the program has 15 nodes; without fusion,
-# each but the `reshape` of the labels (a view, which costs nothing) would be a kernel — 14
+# After simplification (which drops the `detach`) the program has 17 nodes; without fusion,
+# each but the `reshape` of the labels (a view, which costs nothing) would be a kernel — 16
 # kernels, each writing its result to memory for the next one to read back. The fusion pass
 # sees that the reductions run along the rows (over the classes), and that the last one, the
 # batch mean, needs just one value per row. So the whole thing becomes one *row kernel*: a
@@ -207,7 +209,7 @@ report = forward_program.report()
 (kernel_bytes,) = report["kernel_bytes"]
 print(f"kernels: {report['kernels']}   (one per primitive: {report['unfused_kernels']}); "
       f"it reads {kernel_bytes['bytes_read']} bytes and writes {kernel_bytes['bytes_written']}")
-assert report["kernels"] == 1 and report["unfused_kernels"] == 14 and forward_program.graph.num_ops == 15
+assert report["kernels"] == 1 and report["unfused_kernels"] == 16 and forward_program.graph.num_ops == 17
 assert kernel_bytes["bytes_read"] == logits.nbytes + labels.nbytes and kernel_bytes["bytes_written"] == 4
 (forward_kernel_file, forward_kernel), = forward_program.compiled.files()
 print(f"---- kernels/{forward_kernel_file} ----")
@@ -220,8 +222,8 @@ assert "BLOCK_ROWS=8, BLOCK_COLS=8" in forward_kernel and "detach" not in str(fo
 # columns and `mask` switches off the 3 extra ones (`other=0` on the load, `float('-inf')` under
 # the max, `0` under the sums). Then the lines of the trace, each commented with the node it
 # computes: `t0` the row max, `t1 = logits - t0`, `tl.exp`, the row sum `t3`, `tl.log`, … down
-# to `t13`, the sum over the rows *inside the same program* (`axis=0`), and one `tl.store` of
-# the loss. (`t6` is the labels, read as a column `(8, 1)`: the kernel's names are those of the
+# to `t14` and `t15`, the sums over the rows *inside the same program* (`axis=0`) of the losses
+# and of the labels that count, their quotient `t16`, and one `tl.store` of the loss. (`t6` is the labels, read as a column `(8, 1)`: the kernel's names are those of the
 # simplified program, where the `detach` is gone, so they are one lower than in the trace.)
 # `launch` picks `BLOCK_ROWS=8`: all eight rows in one program, so the batch mean needs no
 # second kernel. The kernel reads the logits and the labels once (160 + 64 bytes) and writes
@@ -279,9 +281,10 @@ assert fd_error < 1e-6
 tut.show(grad_program.graph, "cross_entropy_backward")
 
 # %% [markdown]
-# **What you should see:** from the dotted seed edge, `expand (−0.125)` — the mean's gradient,
-# −1/N for every entry, negated by the `neg` of the loss — meets the saved one-hot row (`cast`)
-# in a `mul`: that is **−onehot(y)/N**, and it goes straight down the left into the final `add`.
+# **What you should see:** from the dotted seed edge, `div` — 1/N, N the count of labels the
+# forward summed (8 here) — `expand`ed over the batch and negated by the `neg` of the loss: the
+# mean's gradient, −1/N for every entry. It meets the saved one-hot row (`cast`) in a `mul`:
+# that is **−onehot(y)/N**, and it goes straight down the left into the final `add`.
 # The other branch is log Σ exp's gradient: `neg`, `reduce_sum` over the row (the row of
 # onehot/N sums to 1/N), `div` by the saved Σ exp, `expand` along the row, `mul` by the saved
 # `exp`: exp(z − m) / Σ exp(z − m) / N = **p/N**. The final `add` is ∂loss/∂logits = (p −
@@ -299,22 +302,22 @@ print(f"kernels: {grad_report['kernels']}   (one per primitive: {grad_report['un
 assert grad_report["kernels"] == 1 and grad_report["kernel_bytes"][0]["bytes_read"] == 224
 assert grad_report["kernel_bytes"][0]["bytes_written"] == 4 + logits.nbytes
 pictures = grad_program.render(tut.path("compiled"))
-tut.show_file(next(p for p in pictures if p.endswith("kernels.svg")))
+tut.show_file(tut.picture(pictures, "kernels"))
 (grad_kernel_file, grad_kernel), = grad_program.compiled.files()
 body = grad_kernel[grad_kernel.index("@triton.jit"):]
 print(f"---- kernels/{grad_kernel_file}, the backward's lines ----")
-shown = tut.show_code(body, start="t16 = ", end="t23 = ")
-assert "t16 = -0.125 * t9" in shown and "t23 = t16 + t22" in shown
+shown = tut.show_code(body, start="t17 = ", end="t29 = ")
+assert "t17 = 1.0 / t15" in shown and "t22 = t19 * t9" in shown and "t29 = t22 + t28" in shown
 
 # %% [markdown]
 # **What you should see:** one cluster, `k00_fwd_bwd_cross_entropy`, holding the forward (blue) and the
 # backward (orange) nodes; it reads the logits (`primals_1`) and the labels (`primals_2`), 224
 # bytes, and writes the loss and the gradient, 164 bytes. The labels' reshape to a column sits
-# outside the cluster as a note: it is a view, it costs no kernel. In the code, `t16 = -0.125 * t9`
-# is −onehot/N (`t9` is the one-hot row the forward made), `t18` the row sum, `t20 = t18 / t3`
-# divides by the forward's Σ exp (`t3`, still in registers — nothing was saved to memory),
-# `t22 = t20 * t2` multiplies by the forward's exp, and `t23 = t16 + t22` is the gradient that
-# is stored.
+# outside the cluster as a note: it is a view, it costs no kernel. In the code, `t17 = 1.0 / t15`
+# is 1/N (`t15` the forward's count of labels), `t22 = t19 * t9` is −onehot/N (`t9` is the
+# one-hot row the forward made), `t24` the row sum, `t26 = t24 / t3` divides by the forward's
+# Σ exp (`t3`, still in registers — nothing was saved to memory), `t28 = t26 * t2` multiplies
+# by the forward's exp, and `t29 = t22 + t28` is the gradient that is stored.
 #
 # ## Exercises
 #

@@ -276,7 +276,7 @@ for kernel in network_step.report()["kernel_bytes"]:
     print(f"{kernel['name']:40} {len(kernel['nodes']):3} nodes   reads {kernel['bytes_read']:6} B, "
           f"writes {kernel['bytes_written']:6} B")
 pictures = network_step.render(tut.path("network"))
-tut.show_file(next(p for p in pictures if p.endswith("kernels.svg")))
+tut.show_file(tut.picture(pictures, "kernels"))
 kernel_names = [k["name"] for k in network_step.report()["kernel_bytes"]]
 assert kernel_names == ["k00_fwd_conv2d", "k01_fwd_batch_norm_relu", "k02_fwd_adaptive_avg_pool2d_flatten", "k03_fwd_bwd_cross_entropy",
                         "k04_bwd_adaptive_avg_pool2d_relu_batch_norm", "k05_bwd_reduce_sum", "k06_bwd_reduce_sum",

@@ -360,11 +360,11 @@ memory_text = momentum_train.memory.text()
 persistent = memory_text[memory_text.index("# the persistent part"):memory_text.index("\n\n")]
 print(persistent)
 unwrapped = " ".join(persistent.replace("#", " ").split())
-assert "8 written in place" in unwrapped and "t43 over dense_weight at step 5" in unwrapped
+assert "8 written in place" in unwrapped and "t49 over dense_weight at step 5" in unwrapped
 
 # %% [markdown]
 # All eight carried values — four parameters and four momentum buffers — are written in place:
-# `t43`, the new `dense.weight`, goes over `dense_weight` at step 5, which is the kernel
+# `t49`, the new `dense.weight`, goes over `dense_weight` at step 5, which is the kernel
 # `k05_bwd_upd_dense_sgd_bias_grad` you read above. Each epilogue lane reads the old weight and buffer
 # at exactly the element it then overwrites, so no copy and no second buffer is needed, and
 # only the batch and the learning rate travel to the device each step.

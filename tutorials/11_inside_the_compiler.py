@@ -77,14 +77,14 @@ print("primitives:", report["nodes"])
 print(f"kernels: {report['kernels']} fused, {report['unfused_kernels']} without fusion")
 
 # %% [markdown]
-# The forward has 39 primitives; the chain rule adds the backward (81 in all), and simplify
-# (constant folding, common subexpressions, dead code) leaves 66. Without fusion each of the
-# 55 that compute something would be a kernel of its own; fusion makes 16. First make sure the
+# The forward has 41 primitives; the chain rule adds the backward (83 in all), and simplify
+# (constant folding, common subexpressions, dead code) leaves 72. Without fusion each of the
+# 58 that compute something would be a kernel of its own; fusion makes 16. First make sure the
 # kernels compute the right thing: the same step through the NumPy reference executor.
 
 # %%
-assert report["nodes"] == {"forward": 39, "joint": 81, "simplified": 66}
-assert (report["kernels"], report["unfused_kernels"]) == (16, 55)
+assert report["nodes"] == {"forward": 41, "joint": 83, "simplified": 72}
+assert (report["kernels"], report["unfused_kernels"]) == (16, 58)
 
 loss, grads = program(*params, x, y)
 reference = C.compile(cnn_loss, *specs, grad_argnums=PARAMS, backend="reference")
@@ -103,14 +103,14 @@ assert worst < 1e-4
 # %%
 written = program.dump(tut.path("step"))
 print("\n".join(sorted(os.path.relpath(path, tut.path("step")) for path in written)))
-pictures = {name: tut.path(f"step/{name}.svg") for name in ("forward", "backward", "kernels", "memory")}
+pictures = {name: tut.picture(written, name) for name in ("forward", "backward", "kernels", "memory")}
 
 # %% [markdown]
 # **The forward.** What you should see: grey ovals for the data `x` and `y`, green ovals with
 # a bold rim for the eight parameters, and every call of a composite — conv2d, relu,
 # max_pool2d, linear, cross_entropy — as a dashed cluster named after its line in
 # `cnn_loss`. A conv2d is a `conv2d` primitive plus a bias `add` (the bias reshaped to
-# `[1,6,1,1]`); relu is `gt` (the mask) and `where`; max_pool2d is `window_argmax` (where
+# `[1,6,1,1]`); relu is `le` (the mask of x ≤ 0) and `where`; max_pool2d is `window_argmax` (where
 # each window's maximum is) and `window_gather` (fetch it). The amber box at the bottom is
 # the loss.
 
@@ -144,17 +144,17 @@ fusion_text = fusion.text(program.schedule)
 assert open(tut.path("step/03_fusion.txt")).read() == fusion_text
 print(fusion_text.split("did not fuse")[0])
 loss_kernel = next(g for g in fusion.groups if any(n.op == "log" for n in g))
-assert len(loss_kernel) == 24 and loss_kernel[0].op == "add" and loss_kernel[-1].op == "add"
+assert len(loss_kernel) == 30 and loss_kernel[0].op == "add" and loss_kernel[-1].op == "add"
 
 # %% [markdown]
 # Five kinds of fusion are at work:
 #
-# * **GEMM + epilogue** — `[conv2d add gt where]`: the bias add and the ReLU run on the
+# * **GEMM + epilogue** — `[conv2d add le where]`: the bias add and the ReLU run on the
 #   convolution's accumulator tile in registers, before it is stored. The same on the first
-#   dense layer, `[matmul add gt where]`.
+#   dense layer, `[matmul add le where]`.
 # * **max pooling** — `[window_argmax window_gather]`: one kernel finds each window's maximum
 #   and stores both the value and where it was (the backward routes the gradient there).
-# * **a row kernel** — the long group of 24 primitives, `add reduce_max sub exp … mul add`: the
+# * **a row kernel** — the long group of 30 primitives, `add reduce_max sub exp … mul add`: the
 #   last bias add, log_softmax, the loss, *and the loss's gradient with respect to the logits*
 #   (ending in the Σ) are one kernel. Each row of 10 logits is loaded once and stays in
 #   registers.
@@ -224,7 +224,7 @@ for producer, consumer, reason in cycles:
 assert all(p.role == "forward" and c.role == "backward" for p, c, _ in cycles)
 
 # %% [markdown]
-# Each producer is ReLU's mask, `gt`, computed by the *forward*; each consumer is the
+# Each producer is ReLU's mask, `le`, computed by the *forward*; each consumer is the
 # `where` that applies the mask in the *backward*. One kernel cannot hold both: the backward's
 # `where` needs the gradient coming down from the loss, and the loss needs the forward
 # kernel's output first. A path leaves the merged kernel and comes back into it, so the
@@ -246,13 +246,13 @@ assert all(p.role == "forward" and c.role == "backward" for p, c, _ in cycles)
 
 # %%
 unfused = lower(program.graph)
-traffic = {"unfused (55 kernels)": cost.dram_bytes(unfused),
+traffic = {"unfused (58 kernels)": cost.dram_bytes(unfused),
            "fused (16 kernels)": report["dram_bytes"],
            "compulsory": report["min_dram_bytes"]}
 for what, nbytes in traffic.items():
     print(f"{what:22s} {nbytes:>8} bytes")
 print("compulsory parts:", cost.compulsory(program.graph))
-assert len(unfused.kernels) == 55 and report["dram_bytes"] == cost.dram_bytes(program.schedule)
+assert len(unfused.kernels) == 58 and report["dram_bytes"] == cost.dram_bytes(program.schedule)
 
 # %% [markdown]
 # Per kernel (`report["kernel_bytes"]`), drawn below: each bar is one fused kernel, what it
@@ -283,7 +283,7 @@ tut.show(fig, "bytes")
 busiest = sorted(rows, key=lambda r: -(r["bytes_read"] + r["bytes_written"]))[:3]
 print("the three busiest kernels:", [r["name"] for r in busiest])
 assert {r["name"][:3] for r in busiest} == {"k00", "k01", "k14"}
-assert 1.8 < traffic["unfused (55 kernels)"] / report["dram_bytes"] < 2.5
+assert 1.8 < traffic["unfused (58 kernels)"] / report["dram_bytes"] < 2.5
 assert 2 < report["dram_bytes"] / report["min_dram_bytes"] < 2.5
 
 # %% [markdown]
@@ -304,8 +304,8 @@ print(plan.text())
 # In the picture each buffer is a box: as wide as the steps it is live, as tall as its bytes,
 # at its offset. What you should see: the long boxes at the bottom (`t3`, `t5`, `t6`) live from
 # the first kernels to the last — they are saved by the forward and read by the backward at
-# the end; short boxes (`t4`, `t11`) live one or two steps, and later buffers (`t19`, `t58`,
-# `t63`) take over their memory. The dotted line is the peak step, where
+# the end; short boxes (`t4`, `t11`) live one or two steps, and later buffers (`t19`, `t57`,
+# `t64`) take over their memory. The dotted line is the peak step, where
 # the most bytes are live at once: the dashed lower bound. Here the greedy placement reaches
 # it exactly — the arena *is* the lower bound — and no reuse would need about 2.6 times the
 # arena.
@@ -325,7 +325,7 @@ def shares_memory(a, b):
     return a.offset < b.offset + b.bytes and b.offset < a.offset + a.bytes
 
 
-assert shares_memory("t11", "t19") and shares_memory("t4", "t58") and shares_memory("t4", "t63")
+assert shares_memory("t11", "t19") and shares_memory("t4", "t57") and shares_memory("t4", "t64")
 
 # %% [markdown]
 # ## Saved activations
@@ -343,7 +343,7 @@ print(saved_report(program.graph))
 # element) so its backward can send the gradient to that cell; a convolution or a linear
 # layer keeps its *input*, because the weight's gradient is input-transposed times output
 # gradient; cross-entropy keeps its `exp`, its row sums and the one-hot labels (`t25`, `t26`,
-# `t32`). The inputs the backward reads (weights, the images) are listed apart: they are
+# `t32`), and the mean's count of labels (`t38`). The inputs the backward reads (weights, the images) are listed apart: they are
 # kept anyway. The chart colours each saved value by its dtype. What you should see: the
 # int64 pooling offsets (red) are the largest part, more than all the float32 values — yet an
 # offset inside a 2×2 window is 0, 1, 2 or 3, and one byte would hold it.
@@ -399,7 +399,7 @@ print(f"{'':12s} {'without':>8s} {'remat':>8s}")
 for key in compare:
     print(f"{key:12s} {report[key]:>8} {remat_report[key]:>8}")
 recompute_kernel = next(line for line in remat_program.compiled.fusion.text(remat_program.schedule).splitlines()
-                        if line.startswith("kernel") and "[matmul add gt where gt where]" in line)
+                        if line.startswith("kernel") and "[matmul add le where le where]" in line)
 print("\nthe kernel that computes the recomputed copies:\n" + recompute_kernel)
 assert [recomputed for recomputed, _, _ in remat_log] == [["t18", "t19"], ["t30", "t31", "t32"]]
 copies_kernel = next(g for g in remat_program.compiled.fusion.groups if len(g) == 6 and g[0].op == "matmul")
@@ -416,9 +416,9 @@ assert remat_report["dram_bytes"] - report["dram_bytes"] == 16 * 84 * 4
 # 1. **The peak is elsewhere.** The arena is set by the step with the most bytes live — step
 #    3, in the forward, around the convolutions. The values remat freed belong to the dense
 #    layers and the loss; they never were part of that peak.
-# 2. **Fusion undid the recompute.** The copies (`gt`, `where` with role *backward*) read
+# 2. **Fusion undid the recompute.** The copies (`le`, `where` with role *backward*) read
 #    `t17`, which the first dense layer's kernel computes; fusion merged them into that
-#    forward kernel — `[matmul add gt where gt where]` — so they are computed in the forward
+#    forward kernel — `[matmul add le where le where]` — so they are computed in the forward
 #    and *stored* (the copy of the ReLU output right next to the original, which the logits
 #    need), instead of recomputed in the backward.
 #
@@ -438,10 +438,10 @@ answer_1 = sum(r.bytes for r in plan.rows if r.first <= plan.peak_step <= r.last
 tut.check(1, "bytes live at the peak step", got=answer_1, want=plan.live_lower_bound_bytes)
 
 # %% [markdown]
-# **Exercise 2.** Kernel `k00_fwd_conv2d_relu` fuses `conv2d`, `add`, `gt` and `where`. Without
+# **Exercise 2.** Kernel `k00_fwd_conv2d_relu` fuses `conv2d`, `add`, `le` and `where`. Without
 # fusion they are four kernels. Count by hand the bytes those four move: the conv reads `x`
 # (16·1·8·8 floats) and `c1` (6·1·3·3 floats) and writes a `f32[16,6,8,8]`; the add reads it
-# and `cb1` (6 floats) and writes another; `gt` reads that and writes a `bool[16,6,8,8]`;
+# and `cb1` (6 floats) and writes another; `le` reads that and writes a `bool[16,6,8,8]`;
 # `where` reads both and writes a third `f32[16,6,8,8]`. How many bytes does fusion save on
 # them? (4 bytes per float, 1 per bool.) The check adds up the unfused kernels' own counts.
 
@@ -452,18 +452,19 @@ fused_by_hand = (16 * 64 + 54 + 6) * 4 + mask + f32          # reads x, c1, cb1;
 answer_2 = unfused_by_hand - fused_by_hand                                            # your answer here
 conv_nodes = set(program.schedule.kernels[0].nodes)
 four = [k for k in unfused.kernels if set(k.nodes) <= conv_nodes]
-assert [k.nodes[0].op for k in four] == ["conv2d", "add", "gt", "where"]
+assert [k.nodes[0].op for k in four] == ["conv2d", "add", "le", "where"]
 saved_by_fusion = sum(sum(cost.kernel_bytes(k)) for k in four) - sum(cost.kernel_bytes(program.schedule.kernels[0]))
 tut.check(2, "bytes fusion saves on conv2d + bias + relu", got=answer_2, want=saved_by_fusion,
           hint="the fused kernel reads x, c1, cb1 and writes the mask and the relu output")
 
 # %% [markdown]
-# **Exercise 3.** Every saved value of this step has the batch as its first dimension. Predict
-# the saved bytes at batch 32. The check compiles the step for batch 32 (with the NumPy
+# **Exercise 3.** Every saved value of this step but one has the batch as its first dimension;
+# the exception is cross_entropy's count of the labels that are not `ignore_index` (a float32
+# scalar, 4 bytes), which its mean divides by. Predict the saved bytes at batch 32. The check compiles the step for batch 32 (with the NumPy
 # reference backend: tracing, autodiff and simplify are all it needs) and counts.
 
 # %%
-answer_3 = 2 * total_saved                                                           # your answer here
+answer_3 = 2 * (total_saved - 4) + 4                                               # your answer here
 specs_32 = [O.spec(p.shape) for p in params] + [O.spec((32, 1, 8, 8)), O.spec((32,), "int64")]
 step_32 = C.compile(cnn_loss, *specs_32, grad_argnums=PARAMS, backend="reference")
 tut.check(3, "saved bytes at batch 32", got=answer_3, want=saved_bytes(step_32.graph))

@@ -68,6 +68,12 @@ def literal_code(lit: Literal):
             return "float('nan')"
         if lit.dtype == "float32":
             return np.format_float_positional(np.float32(value), unique=True, trim="0")
+        with np.errstate(over="ignore"):        # past float32's range is not float32 either
+            exact_in_float32 = float(np.float32(value)) == value
+        if lit.dtype == "float64" and not exact_in_float32:
+            # Triton types a bare float literal float32: where no float64 tensor meets it
+            # (`tl.where(mask, 0.6, 0)`, a stored constant) it would lose its last digits
+            return f"tl.full([], {value!r}, tl.float64)"
         return repr(value)
     return repr(value)
 

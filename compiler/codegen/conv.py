@@ -313,7 +313,8 @@ def _emit(kernel, names, target, gemm):
     body += [f"        {line}" for line in _split(ks, gemm.reduction, code)]
     body += _comment(gemm.a.math, "        ") + [f"        {line}" for line in a_lines + [a_load]]
     body += _comment(gemm.b.math, "        ") + [f"        {line}" for line in b_lines + [b_load]]
-    body += [f'        acc = tl.dot({a_tile}, {b_tile}, acc, input_precision="{precision}")']
+    out_dtype = ", out_dtype=tl.float64" if acc_dtype == "tl.float64" else ""    # tl.dot's default is float32
+    body += [f'        acc = tl.dot({a_tile}, {b_tile}, acc, input_precision="{precision}"{out_dtype})']
     body += [line for rider in riders for line in rider.step()]
     body += [
              f"    # {out}[{gemm.out_math}] = acc[m, col]",
@@ -364,17 +365,19 @@ def _axes(text, helpers):
 
 def _split(flat, digits, code):
     """Statements splitting the flat index `flat` into its digits (row-major), leaving out
-    digits the kernel never reads (a dimension of size 1 has the index 0)."""
-    lines, step, outermost = [], _numel(digits), True
+    digits the kernel never reads (a dimension of size 1 has the index 0). Along an empty axis
+    (a size 0: an empty batch) the mask keeps no index, so the digits only need to be valid
+    arithmetic: sizes count as at least 1."""
+    lines, step, outermost = [], _numel((name, max(size, 1)) for name, size in digits), True
     for name, size in digits:
-        step //= size
         if size == 1:
             continue
+        step //= max(size, 1)
         wrap, outermost = not outermost, False        # the outermost digit needs no "% size"
         if name == flat or not any(re.search(rf"\b{name}\b", text) for text in code):
             continue
         expr = flat if step == 1 else f"{flat} // {step}"
-        if wrap:
+        if wrap and size > 1:
             expr = f"{expr} % {size}" if step == 1 else f"({expr}) % {size}"
         lines.append(f"{name} = {expr}")
     return lines

@@ -70,8 +70,10 @@ def generate(kernel, names, target):
     a_ptrs = _pointers(an, a_view, batch_index + ["rows", "ks[None, :]"], "(BLOCK_M, BLOCK_K)")
     b_ptrs = _pointers(bn, b_view, batch_index + ["ks[:, None]", "cols"], "(BLOCK_K, BLOCK_N)")
     out_where = " + ".join(([f"batch * {M * N}"] if batched else []) + [f"rows * {N}" if N != 1 else "rows", "cols"])
-    # float32 products: tensor cores in tf32 (10-bit mantissas) or exact ieee; float64 has one way
-    precision = "" if node.dtype == "float64" else f', input_precision="{"tf32" if target.allow_tf32 else "ieee"}"'
+    # float32 products: tensor cores in tf32 (10-bit mantissas) or exact ieee; float64 has one way, and
+    # tl.dot must be told its float64 accumulator (its out_dtype is float32 unless said otherwise)
+    precision = ", out_dtype=tl.float64" if node.dtype == "float64" else \
+        f', input_precision="{"tf32" if target.allow_tf32 else "ieee"}"'
 
     ins, outs = src.pointer_args()
     params = ", ".join([f"{p}_ptr" for p in ins + outs] +

@@ -22,11 +22,14 @@ from .common import TL_DTYPE, KernelSource, address, digits, dims_needed, litera
 EXPRESSIONS = {
     "neg": "-{0}", "exp": "tl.exp({0})", "log": "tl.log({0})", "sqrt": "tl.sqrt({0})", "abs": "tl.abs({0})",
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
-    "maximum": "tl.maximum({0}, {1})", "minimum": "tl.minimum({0}, {1})",
+    # NaN wins a maximum or minimum, as in torch and NumPy (Triton's default drops it)
+    "maximum": "tl.maximum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)",
+    "minimum": "tl.minimum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)",
     "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}", "ge": "{0} >= {1}", "eq": "{0} == {1}",
     "ne": "{0} != {1}", "where": "tl.where({0}, {1}, {2})", "detach": "{0}",
     "sign": "tl.where({0} > 0, 1, tl.where({0} < 0, -1, 0)).to({dtype})",
     "tanh": "tanh({0})", "sigmoid": "sigmoid({0})", "pow": "power({0}, {1})", "cast": "{0}.to({dtype})",
+    "erf": "tl.math.erf({0})",     # libdevice's erf on a GPU; the interpreter computes it with math.erf
 }
 
 # Helpers written into the file when a kernel needs them (Triton's interpreter has no
@@ -43,7 +46,9 @@ HELPERS = {
              "    return tl.where(x >= 0, t, -t)"],
     "pow": ["@triton.jit", "def power(x, y):",
             "    # x ** y as e^(y ln|x|); a negative x needs an integer y, whose parity gives the sign",
-            "    magnitude = tl.exp(y * tl.log(tl.abs(x)))",
+            "    # |x| = 1 gives 1 for any y, inf or NaN too (as torch), not e^(inf * 0)",
+            "    log_abs = tl.log(tl.abs(x))",
+            "    magnitude = tl.where(log_abs == 0, 1.0, tl.exp(y * log_abs))",
             "    y_is_int = y == tl.floor(y)",
             "    odd = y_is_int & (tl.abs(y - 2 * tl.floor(y / 2)) == 1)",
             "    negative = tl.where(y_is_int, tl.where(odd, -magnitude, magnitude), float('nan'))",

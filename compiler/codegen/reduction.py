@@ -47,6 +47,8 @@ def generate(kernel, names, target):
     if not all(any(n and n != "0" and n in where for n in names_) for names_ in (row_index, col_index)):
         pointers = f"tl.broadcast_to({pointers}, (BLOCK_ROWS, BLOCK_COLS))"
     reduction = REDUCTIONS[op]
+    if reduction.helper:
+        src.helper(list(reduction.helper))
     other = literal_code(Literal(reduction.identity_of(x.dtype), x.dtype))     # what a masked lane adds
 
     body = ["@triton.jit",
@@ -86,7 +88,8 @@ def _prod(sizes):
 
 def _reduce_block(reduction, out, acc_dtype, x_dtype, x):
     if reduction.name == "argmax":
-        return [f"{out} = {reduction.triton}({x}, axis=1, tie_break_left=True).to(tl.int64)   # the first max, as torch"]
+        return [f"_, {out} = {reduction.triton}({x}, axis=1)",
+                f"{out} = {out}.to(tl.int64)    # the first max (or NaN), as torch"]
     return [f"{out} = {reduction.triton}({_as(acc_dtype, x_dtype, x)}, axis=1)"]
 
 
@@ -108,9 +111,10 @@ def _accumulate(reduction, acc_dtype, x_dtype, x):
     if reduction.accumulate is not None:
         acc = "total" if reduction.name == "reduce_sum" else "best"
         return [reduction.accumulate.format(acc=acc, block=f"{reduction.triton}({_as(acc_dtype, x_dtype, x)}, axis=1)")]
-    return [f"block_best = tl.max({x}, axis=1)",
-            f"block_index = start + tl.argmax({x}, axis=1, tie_break_left=True).to(tl.int64)",
-            "better = block_best > best          # strictly: an earlier max wins a tie",
+    return [f"block_best, block_index = {reduction.triton}({x}, axis=1)",
+            "block_index = start + block_index.to(tl.int64)",
+            "# strictly: an earlier max wins a tie; a NaN beats any number, and the first NaN stays",
+            "better = (block_best > best) | ((block_best != block_best) & (best == best))",
             "best_index = tl.where(better, block_index, best_index)",
             "best = tl.where(better, block_best, best)"]
 

@@ -275,6 +275,8 @@ class _RowKernel:
             self.value[node] = args[0]
             return None
         reduction = REDUCTIONS.get(node.op)
+        if reduction is not None and reduction.helper:
+            self.src.helper(list(reduction.helper))
         if node in self.totals:       # over the rows this (single) program holds: a [1, 1] tile
             line = f"{name} = {reduction.triton}(tl.where(row_mask, {args[0]}, {self.identity(node)}), axis=0)[None, :]"
         elif reduction is not None:

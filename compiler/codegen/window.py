@@ -85,7 +85,9 @@ def _split(shape, flat, labels):
     """Statements splitting the row-major index `flat` over the 4-D `shape` into named indices:
     "0" for a batch or channel dimension of size 1; a row or column index is always a tensor
     (the window arithmetic on it must stay a tensor: the interpreter mishandles `&` on two
-    constant conditions)."""
+    constant conditions). An empty dimension (an empty batch) counts as size 1: the kernel
+    is never launched, its text only has to be valid."""
+    shape = [max(size, 1) for size in shape]
     lines, names, inner = [], [], int(np.prod(shape))
     for d, (size, label) in enumerate(zip(shape, labels)):
         inner //= size
@@ -129,7 +131,7 @@ def _walk(kernel, index, window, visit):
     n, c, out_h, out_w = index
     h, w = x.shape[2:]
     inside = ["mask", *_inside("row", h, ph), *_inside("col", w, pw)]
-    where = address(kernel.inputs[x], [n, c, "row", "col"])
+    where = _per_lane(address(kernel.inputs[x], [n, c, "row", "col"]))
     lines = [f"for kh in tl.static_range({kh}):    # unrolled: kh and kw are constants",
              f"    row = {_cell(out_h, sh, ph, 'kh', dh)}    # the image row of window position kh",
              f"    for kw in tl.static_range({kw}):",
@@ -182,11 +184,11 @@ def _window_gather(kernel, names, index, window):
     h, w = x.shape[2:]
     y, dn = names[node], _value(names, idx)
     inside = ["mask", *_inside("row", h, ph), *_inside("col", w, pw)]
-    return [f"{dn} = tl.load({names[idx]}_ptr + {address(kernel.inputs[idx], index)}, mask=mask)"
+    return [f"{dn} = tl.load({names[idx]}_ptr + {_per_lane(address(kernel.inputs[idx], index))}, mask=mask)"
             f"    # the offset kh * {kw} + kw of the cell to read",
             f"row = {_cell(out_h, sh, ph, f'({dn} // {kw})', dh)}    # its image row: kh = offset // {kw}",
             f"col = {_cell(out_w, sw, pw, f'({dn} % {kw})', dw)}    # and column: kw = offset % {kw}",
-            f"{y} = tl.load({names[x]}_ptr + {address(kernel.inputs[x], [n, c, 'row', 'col'])}, "
+            f"{y} = tl.load({names[x]}_ptr + {_per_lane(address(kernel.inputs[x], [n, c, 'row', 'col']))}, "
             f"mask={' & '.join(inside)}, other=0)"]
 
 
@@ -229,8 +231,8 @@ def _gather_back(kernel, index, window, visit):
 
 
 def _per_lane(where):
-    """An address for every lane: a single window makes the window's address a constant, and a
-    masked load needs a block of pointers."""
+    """An address for every lane: a single window or a 1x1 image makes the address a constant,
+    and a masked load needs a block of pointers."""
     return where if any(ch.isalpha() for ch in where) else f"{where} + tl.zeros((BLOCK,), tl.int32)"
 
 

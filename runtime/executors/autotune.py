@@ -69,8 +69,8 @@ def device_name(target):
 
 def cache_path(text, target):
     key = kernel_cache.digest(f"{text}\n# {device_name(target)}")[:32]
-    folder = os.path.join(kernel_cache.cache_dir(), "tuned")
-    os.makedirs(folder, exist_ok=True)
+    folder = kernel_cache.usable_folder(os.path.join(kernel_cache.cache_dir(), "tuned"),
+                                        os.path.join(kernel_cache.fallback_dir(), "tuned"))
     return os.path.join(folder, f"t_{key}.json")
 
 

@@ -7,7 +7,8 @@ program both succeed; a file whose content does not hash to its name (corrupted,
 ours) is rewritten before anything imports it.
 
 The cache lives under $CHAINRULE_CACHE_DIR, else $XDG_CACHE_HOME/chainrule/kernels, else
-~/.cache/chainrule/kernels.
+~/.cache/chainrule/kernels; when that folder cannot be written, under
+<tempdir>/chainrule-<uid>/kernels (with a warning).
 
 The text is the same for a GPU and for Triton's interpreter on the CPU: the file a learner
 reads, the one `Program.dump` writes and the one a GPU compiles. Loading it for the
@@ -23,23 +24,67 @@ interpreter changes two things, both here and nowhere else:
 """
 from __future__ import annotations
 
+import getpass
 import hashlib
 import importlib.util
 import os
+import sys
+import tempfile
 from dataclasses import replace
 
 from compiler.files import write_atomic
+from ops.errors import BackendError
 
 _modules = {}
 
 
 def cache_dir():
+    """The kernel cache folder, created if needed. One that cannot be written (a read-only
+    $CHAINRULE_CACHE_DIR, a home without a writable ~/.cache) is replaced by a per-user
+    folder under the system's temporary directory, with a one-line warning saying why and how
+    to fix it: compiling still works, only the cache is not kept where it was asked for."""
     root = os.environ.get("CHAINRULE_CACHE_DIR")
     if not root:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(base, "chainrule", "kernels")
-    os.makedirs(root, exist_ok=True)
-    return root
+    return usable_folder(root, fallback_dir())
+
+
+def fallback_dir():
+    """The per-user cache used when the configured one cannot be written."""
+    user = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
+    return os.path.join(tempfile.gettempdir(), f"chainrule-{user}", "kernels")
+
+
+_warned = set()
+
+
+def usable_folder(folder, fallback):
+    """`folder`, created, if this process can write files into it; else `fallback` (created),
+    after warning once per folder on stderr."""
+    problem = _unwritable(folder)
+    if problem is None:
+        return folder
+    also = _unwritable(fallback)
+    if also is not None:
+        raise BackendError(f"cannot write the kernel cache {folder} ({problem}) nor {fallback} ({also}): set "
+                           f"CHAINRULE_CACHE_DIR to a writable folder", op="kernel cache")
+    if folder not in _warned:
+        _warned.add(folder)
+        print(f"chainrule: warning: cannot write the kernel cache {folder} ({problem}); using {fallback} "
+              f"instead: set CHAINRULE_CACHE_DIR to a writable folder", file=sys.stderr)
+    return fallback
+
+
+def _unwritable(folder):
+    """Why files cannot be created in `folder` (made if missing), or None when they can."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "permission denied"
+    return None
 
 
 def digest(text):

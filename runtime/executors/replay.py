@@ -42,7 +42,7 @@ class Recording:
         for kernel, module, config in zip(ex.schedule.kernels, ex.modules, ex.launch_configs):
             inputs = [env[view.base] for view in kernel.inputs.values() if isinstance(view, View)]
             outputs = [ex._allocate(node) for node in kernel.outputs]   # a result buffer: allocated here, once
-            if all(o.numel() for o in outputs):
+            if any(o.numel() for o in outputs):   # an empty output may sit beside a sum over it (0)
                 self.launches.append(functools.partial(module.launch, *inputs, *outputs, **config))
             env.update(zip(kernel.outputs, outputs))
         for source, new in ex.carry:        # the new state over the old, where no kernel wrote it there

@@ -26,16 +26,23 @@ second call on the step's launches are replayed from a recording with fixed buff
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 import numpy as np
 
 from compiler.lower import Literal, View
 from compiler.pipeline import TARGETS
+from ops.errors import BackendError
 
 from . import autotune, kernel_cache
 from .replay import Recording
 from .tensors import itemsize, torch_dtype
+
+
+class DeviceMemoryError(BackendError, MemoryError):
+    """A program whose buffers cannot fit in the device's memory, found before allocating."""
+
 
 def target_for(backend):
     """"triton": the GPU when CUDA is available (kernels for sm_90), else the interpreter;
@@ -159,6 +166,7 @@ class TritonExecutor:
         import torch  # optional heavy dependency: only a run on the device needs it
 
         if self.arena is None:          # one arena per program, reused by every call
+            self._check_memory()
             self.arena = torch.empty(self.plan.arena_bytes, dtype=torch.uint8, device=self.device)
         if self.carry and not self.carried:
             raise RuntimeError("this program carries state: call load_state(arrays) before running it")
@@ -177,7 +185,7 @@ class TritonExecutor:
             for kernel, module, config in zip(self.schedule.kernels, self.modules, self.launch_configs):
                 inputs = [env[view.base] for view in kernel.inputs.values() if isinstance(view, View)]
                 outputs = [self._allocate(node) for node in kernel.outputs]
-                if all(o.numel() for o in outputs):
+                if any(o.numel() for o in outputs):   # an empty output may sit beside a sum over it (0)
                     module.launch(*inputs, *outputs, **config)
                 env.update(zip(kernel.outputs, outputs))
                 if observe is not None:
@@ -195,6 +203,22 @@ class TritonExecutor:
             fresh = isinstance(where, View) and where.base in self.results   # else a view of an input: copied
             results.append(value.cpu().numpy() if fresh else value.cpu().numpy().copy())
         return results
+
+    def _check_memory(self):
+        """Refuse, before allocating anything, a program whose arena and result buffers exceed
+        the device's memory (on a GPU: free now; on the CPU: physical memory): the allocator's
+        own error names no op and no line, the largest buffer is almost always the mistake."""
+        results = [node for node in self.results if node not in self.offsets]
+        needed = self.plan.arena_bytes + sum(map(_bytes, results))
+        available = _device_memory(self.device)
+        if needed <= available:
+            return
+        largest = max([*self.offsets, *results], key=_bytes)
+        raise DeviceMemoryError(f"this program needs {_size(needed)} of {self.device.type} memory (arena "
+                                f"{_size(self.plan.arena_bytes)}, results {_size(needed - self.plan.arena_bytes)}) "
+                                f"but {_size(available)} is available; its largest buffer is "
+                                f"{self.names.get(largest, largest.name)}, {largest.dtype}{list(largest.shape)} "
+                                f"({_size(_bytes(largest))})", op=largest.op, source=largest.source)
 
     def _value(self, node, env):
         """An output's value as a tensor on the device: a view of its buffer, or a literal filled in."""
@@ -242,3 +266,23 @@ class TritonExecutor:
 
     def autotune_text(self):
         return autotune.text(self.tunings, self.target, self.autotune)
+
+
+def _bytes(node):
+    return node.numel * itemsize(node.dtype)
+
+
+def _size(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _device_memory(device):
+    """Bytes the device can give a program: a GPU's free memory, or the machine's RAM."""
+    if device.type == "cuda":
+        import torch  # optional heavy dependency: asking the GPU
+
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

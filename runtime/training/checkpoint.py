@@ -148,3 +148,24 @@ def load(path):
         raise CheckpointError(f"{path!r} is a checkpoint of format {version!r}; this chainrule reads "
                               f"format {FORMAT} and older: update chainrule", op="checkpoint.load")
     return arrays, meta
+
+
+def load_model(path, model):
+    """Put a training run's checkpoint (the "param/NAME" and "state/NAME" arrays the training
+    loop saves) into `model` (a built Sequential); returns the checkpoint's meta. Every array
+    is checked against the model (names, shapes, dtypes) before any is stored: a checkpoint of
+    another model raises a CheckpointError naming the file and the array, and changes nothing."""
+    arrays, meta = load(path)
+    try:
+        params = model.checked_parameters(_members(arrays, "param/"))
+        states = model.checked_states(_members(arrays, "state/"))
+    except ArgumentError as e:
+        raise CheckpointError(f"{os.fspath(path)!r} does not fit the model: {e.bare_message}",
+                              op="checkpoint.load") from None
+    model.set_parameters(params)
+    model.set_states(states)
+    return meta
+
+
+def _members(arrays, prefix):
+    return {name[len(prefix):]: array for name, array in arrays.items() if name.startswith(prefix)}

@@ -64,6 +64,21 @@ def confusion_matrix(pred, y, classes):
     return counts.reshape(classes, classes).astype(np.int64)
 
 
+def confusion_text(pred, y, classes, names=None):
+    """The confusion matrix as a text table: one row per true class, one column per predicted
+    class, each cell a count."""
+    matrix = confusion_matrix(pred, y, classes)
+    names = [str(c) for c in range(classes)] if names is None else [str(n) for n in names]
+    if len(names) != classes:
+        raise ArgumentError(f"{len(names)} names for {classes} classes: {names!r}", op="confusion_text")
+    width = max(len(str(int(matrix.max()))), *(len(n) for n in names))
+    corner = "true \\ pred"
+    first = max(len(corner), *(len(n) for n in names))
+    lines = [f"{corner:<{first}}  " + " ".join(f"{n:>{width}}" for n in names)]
+    lines += [f"{name:<{first}}  " + " ".join(f"{int(v):>{width}}" for v in row) for name, row in zip(names, matrix)]
+    return "\n".join(lines) + "\n"
+
+
 class Scores(NamedTuple):
     """Per-class arrays [classes] and their macro averages (plain means over the classes)."""
     precision: np.ndarray  # of the samples predicted as class c, the fraction that are c

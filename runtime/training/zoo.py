@@ -2,7 +2,8 @@
 
 A model is a loss function of (parameters..., x, y) and an initializer of its parameters.
 `chainrule kernels lenet` compiles the training step (loss and gradients) of one of them.
-A model of your own is `path/to/file.py:function`, where function() returns a `Model`.
+A model of your own is `path/to/file.py:function`, where function() returns a `Model` or an
+ops.layers model; `resolve` turns every MODEL argument of every subcommand into a model.
 """
 from __future__ import annotations
 
@@ -108,11 +109,11 @@ ZOO = {
 
 def get(name):
     """A zoo model by name, or `path/to/file.py:function` returning a Model."""
-    if name in ZOO:
-        return ZOO[name]
-    if ":" in name:
-        return _from_file(name, "a runtime.training.zoo.Model", Model)
-    raise ArgumentError(f"unknown model {name!r}: choose one of {', '.join(ZOO)} or give path/to/file.py:function")
+    model = resolve(name)
+    if not isinstance(model, Model):
+        raise ArgumentError(f"{name} is an ops.layers model; this needs a runtime.training.zoo.Model "
+                            f"(a loss function and an initializer)")
+    return model
 
 
 # -- the same models as layers: what `chainrule train` trains ----------------------------------------
@@ -142,26 +143,65 @@ def networks():
 RECONSTRUCTS = ("autoencoder",)     # trained to give back its input (mean squared error), not a class
 
 
-def network(name):
-    """A zoo layer model by name (unbuilt), or `path/to/file.py:function` returning one."""
+def model_names():
+    """Every zoo name a MODEL argument accepts, for the command's help and its errors."""
+    return list(dict.fromkeys([*ZOO, *networks()]))
+
+
+MODEL_FORMS = ("a zoo model ({names}) or path/to/file.py:function returning an ops.layers model "
+               "(e.g. a Sequential) or a runtime.training.zoo.Model (a loss function and an initializer)")
+
+
+def describe_models():
+    """The MODEL forms in words: what every subcommand's help and error say."""
+    return MODEL_FORMS.format(names=", ".join(model_names()))
+
+
+def resolve(name, layers=False):
+    """The one way a MODEL argument becomes a model, for every subcommand.
+
+    A zoo name gives its Model (a loss function: what `kernels` and `graph` compile), or with
+    `layers=True` its ops.layers network (what `train` trains; `autoencoder` has only that
+    form); `path/to/file.py:function` gives what function() returns, a Model or an (unbuilt)
+    ops.layers model."""
+    if not isinstance(name, str) or not name:
+        raise ArgumentError(f"a model is a name or path/to/file.py:function, got {name!r}")
+    if name in ZOO and not layers:
+        return ZOO[name]
     found = networks()
     if name in found:
         return found[name]()
     if ":" in name:
-        return _from_file(name, "an ops.layers model (e.g. a Sequential)", L.Layer)
-    raise ArgumentError(f"unknown model {name!r}: choose one of {', '.join(found)} or give path/to/file.py:function")
+        return _from_file(name)
+    raise ArgumentError(f"unknown model {name!r}: give {describe_models()}")
 
 
-def _from_file(name, what, expect):
+def network(name):
+    """A zoo layer model by name (unbuilt), or `path/to/file.py:function` returning one."""
+    model = resolve(name, layers=True)
+    if not isinstance(model, L.Layer):
+        raise ArgumentError(f"{name}() returned a runtime.training.zoo.Model (a loss function): `chainrule "
+                            f"kernels` and `chainrule graph` compile it, but training needs the model's outputs "
+                            f"(to measure accuracy and predict): return an ops.layers model (e.g. a Sequential)")
+    return model
+
+
+def _from_file(name):
+    """What `function()` in a user's file returns (a Model or an ops.layers model). The file is
+    the user's code: errors and graphs point at its lines."""
     path, function = name.rsplit(":", 1)
+    if not path or not function.isidentifier():
+        raise ArgumentError(f"unknown model {name!r}: give {describe_models()}")
     if not os.path.isfile(path):
         raise ArgumentError(f"model file {path!r} does not exist")
+    mark_as_user_code(path)
     spec = importlib.util.spec_from_file_location(f"chainrule_user_model_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, function):
+    if not callable(getattr(module, function, None)):
         raise ArgumentError(f"{path} has no function {function!r}")
     model = getattr(module, function)()
-    if not isinstance(model, expect):
-        raise ArgumentError(f"{name}() returned {model!r}; it must return {what}")
+    if not isinstance(model, (Model, L.Layer)):
+        raise ArgumentError(f"{name}() returned {model!r}; it must return an ops.layers model (e.g. a "
+                            f"Sequential) or a runtime.training.zoo.Model")
     return model
